@@ -1,0 +1,14 @@
+"""HTTP views: one blueprint per resource."""
+from __future__ import annotations
+
+from flask_smorest import Api
+
+from . import health, runbooks, workspace
+
+__all__ = ["register_blueprints"]
+
+
+def register_blueprints(api: Api) -> None:
+    """Attach every blueprint to the API."""
+    for module in (health, workspace, runbooks):
+        api.register_blueprint(module.blp)

@@ -1,0 +1,83 @@
+"""Checks every API request passes before its view runs: environment, body, identity."""
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from ..errors import PayloadTooLarge, UnsupportedMediaType, WrongEnvironment
+from ..services import tenancy
+from .context import runtime
+
+__all__ = ["init_app", "ENVIRONMENT_HEADER"]
+
+ENVIRONMENT_HEADER = "X-Runbook-Environment"
+API_PREFIX = "/api/v1"
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def check_environment() -> None:
+    """Refuse a request that targets another environment than this runner's."""
+    settings = runtime().settings
+    wanted = request.headers.get(ENVIRONMENT_HEADER)
+    here = f"{settings.environment_label} ({settings.environment})"
+    if wanted is None:
+        if settings.require_environment_header:
+            raise WrongEnvironment(
+                f"this runner serves {here} and requires the {ENVIRONMENT_HEADER} header naming the environment a request targets",
+                errors=[{"field": ENVIRONMENT_HEADER, "message": "missing", "value": None}],
+                runner_environment=settings.environment,
+            )
+        return
+    wanted = wanted.strip()
+    if wanted == settings.environment:
+        return
+    labels = settings.environment_labels
+    target = f"{labels[wanted]} ({wanted})" if wanted in labels else f"{wanted!r}, which is not a known environment"
+    raise WrongEnvironment(
+        f"this runner serves {here}, but the request targets {target}; send it to the runner of that environment",
+        errors=[{"field": ENVIRONMENT_HEADER, "message": "another environment", "value": wanted}],
+        runner_environment=settings.environment,
+        requested_environment=wanted,
+    )
+
+
+def check_body() -> None:
+    """Refuse bodies that are too large or not JSON."""
+    if request.method not in _BODY_METHODS:
+        return
+    limit = runtime().settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(
+            f"the request body is {request.content_length} bytes; this runner accepts at most {limit} (RUNBOOK_MANAGER_MAX_BODY_BYTES)",
+            errors=[{"field": "body", "message": "too large", "value": request.content_length}],
+        )
+    has_body = (request.content_length or 0) > 0 or request.headers.get("Transfer-Encoding") == "chunked"
+    if has_body and not request.is_json:
+        raise UnsupportedMediaType(
+            f"send the body as application/json, got {request.mimetype or 'no content type'!r}",
+            errors=[{"field": "Content-Type", "message": "not JSON", "value": request.content_type}],
+        )
+
+
+def authenticate() -> None:
+    """Resolve the bearer token of a workspace route into ``g.actor``."""
+    slug = (request.view_args or {}).get("ws")
+    if slug is None:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    g.actor = tenancy.authenticate(
+        runtime(), token.strip() if scheme.lower() == "bearer" else None, slug, source=request.remote_addr
+    )
+
+
+def _guard() -> None:
+    if not request.path.startswith(API_PREFIX):
+        return
+    check_environment()
+    check_body()
+    authenticate()
+
+
+def init_app(app: Flask) -> None:
+    """Run the guards before every request."""
+    app.before_request(_guard)

@@ -1,0 +1,204 @@
+"""``runbook-manager``: the command line for operators and deployers."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .auth import Actor, Role
+from .config import Settings
+from .errors import RunnerError
+from .runtime import Runtime
+
+__all__ = ["main"]
+
+
+def _runtime() -> Runtime:
+    try:
+        return Runtime.from_settings(Settings.from_env())
+    except RunnerError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+def _local_actor(rt: Runtime, slug: str) -> Actor:
+    """Whoever runs the CLI on the server acts as a workspace owner."""
+    from .services import tenancy
+
+    workspace = tenancy.get_workspace(rt, slug)
+    return Actor(workspace.id, slug, "cli", Role.OWNER, source="cli")
+
+
+def _fail(exc: RunnerError) -> click.ClickException:
+    lines = [exc.detail] + [f"  {e.get('field')}: {e.get('message')}" for e in exc.errors]
+    return click.ClickException("\n".join(lines))
+
+
+workspace_option = click.option(
+    "--workspace", "-w", envvar="RUNBOOK_MANAGER_WORKSPACE", default=lambda: Settings.from_env().demo_workspace,
+    show_default="RUNBOOK_MANAGER_WORKSPACE or the demo workspace", help="Workspace slug.",
+)
+
+
+@click.group()
+def main() -> None:
+    """Runbook Manager: store, run and schedule runbooks that call runbooks."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--demo", is_flag=True, help="Create the demo workspace, runbooks and an owner token, and print them.")
+@click.option("--no-scheduler", is_flag=True, help="Do not fire cron schedules from this process.")
+@click.option("--no-worker", is_flag=True, help="Serve the API only; run `runbook-manager worker` elsewhere.")
+@click.option("--workers", type=int, default=None, help="API processes (default RUNBOOK_MANAGER_WEB_WORKERS).")
+def serve(host: str, port: int, demo: bool, no_scheduler: bool, no_worker: bool, workers: int | None) -> None:
+    """Serve the API; on SQLite also run the job and delivery workers and the scheduler."""
+    from .app import create_app
+    from .background import BackgroundProcess
+    from .migrate import upgrade
+    from .server import serve_api
+
+    rt = _runtime()
+    settings = rt.settings
+    if rt.db.is_sqlite:
+        upgrade(rt.db)
+    else:
+        _require_current_schema(rt)
+    lines = [f"Runbook Manager runner for {settings.environment_label} ({settings.environment})",
+             f"  URL:       http://{host}:{port}/api/v1", f"  database:  {rt.db.url.render_as_string(hide_password=True)}"]
+    if demo:
+        from .demo import bootstrap
+
+        slug, token = bootstrap(rt)
+        lines += [f"  workspace: {slug}", f"  token:     {token}",
+                  f"  try:       curl -H 'Authorization: Bearer {token}' http://{host}:{port}/api/v1/ws/{slug}/runbooks"]
+    rt.db.dispose()
+    background = None if no_worker else BackgroundProcess(scheduler=not no_scheduler)
+
+    def ready() -> None:
+        if background is not None:
+            background.start()
+        click.echo("\n".join(lines), err=False)
+        sys.stdout.flush()
+
+    def stop() -> None:
+        if background is not None:
+            background.stop()
+
+    serve_api(lambda: create_app(Settings.from_env()), host=host, port=port, workers=workers or settings.web_workers,
+              threads=settings.web_threads, on_ready=ready, on_exit=stop)
+
+
+def _require_current_schema(rt: Runtime) -> None:
+    from .migrate import current_revision, head_revision
+
+    current, head = current_revision(rt.db.engine), head_revision()
+    if current != head:
+        raise click.ClickException(f"the database schema is at {current!r}, this code needs {head!r}; run 'runbook-manager db upgrade' first")
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    from .migrate import current_revision, upgrade
+
+    rt = _runtime()
+    upgrade(rt.db, revision)
+    click.echo(f"database at revision {current_revision(rt.db.engine)}")
+
+
+@main.group()
+def workspace() -> None:
+    """Workspaces."""
+
+
+@workspace.command("create")
+@click.argument("slug")
+@click.option("--name", default=None, help="Display name (defaults to the slug).")
+def workspace_create(slug: str, name: str | None) -> None:
+    """Create workspace SLUG."""
+    from .services import tenancy
+
+    try:
+        created = tenancy.create_workspace(_runtime(), slug, name=name)
+    except RunnerError as exc:
+        raise _fail(exc) from exc
+    click.echo(created.slug)
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--workspace", "-w", required=True, help="Workspace slug.")
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
+@click.option("--subject", default=None, help="Who the token acts as (runbook ownership is matched against it).")
+def token_create(workspace: str, role: str, subject: str | None) -> None:
+    """Create a token and print only the token."""
+    from .services import tenancy
+
+    try:
+        secret, _ = tenancy.create_token(_runtime(), workspace, role=role, subject=subject)
+    except RunnerError as exc:
+        raise _fail(exc) from exc
+    click.echo(secret)
+
+
+@main.group()
+def runbook() -> None:
+    """Runbooks: export and import bundles to promote them between environments."""
+
+
+@runbook.command("export")
+@click.argument("key")
+@workspace_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File to write (default stdout).")
+def runbook_export(key: str, workspace: str, output: Path | None) -> None:
+    """Export runbook KEY (or name) as a JSON bundle."""
+    from .services import runbooks
+
+    rt = _runtime()
+    try:
+        bundle = runbooks.export_bundle(rt, _local_actor(rt, workspace), key)
+    except RunnerError as exc:
+        raise _fail(exc) from exc
+    text = json.dumps(bundle, indent=2, default=str) + "\n"
+    if output:
+        output.write_text(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@runbook.command("import")
+@click.argument("file", type=click.File("r"))
+@workspace_option
+def runbook_import(file: Any, workspace: str) -> None:
+    """Import a bundle FILE (or - for stdin): a new draft, or a new version of the runbook with the same name."""
+    from .services import runbooks
+
+    try:
+        bundle = json.load(file)
+    except ValueError as exc:
+        raise click.ClickException(f"{file.name} is not JSON: {exc}") from exc
+    rt = _runtime()
+    try:
+        result = runbooks.import_runbook(rt, _local_actor(rt, workspace), {"bundle": bundle})
+    except RunnerError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"{result['key']} {result['name']} version {result['version']} ({result['status']})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

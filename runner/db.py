@@ -1,0 +1,101 @@
+"""The store: one SQLAlchemy engine, sessions for reading and for writing.
+
+SQLite runs in WAL mode; write transactions start with ``BEGIN IMMEDIATE`` so
+two writers queue on the busy timeout instead of failing with "database is
+locked" when a read lock would have to be upgraded. PostgreSQL uses ordinary
+transactions and row locks (``FOR UPDATE SKIP LOCKED``) where work is claimed.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["Database"]
+
+# How long a SQLite writer waits for the write lock before giving up (milliseconds).
+DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Connections kept open per process against PostgreSQL.
+DEFAULT_PG_POOL_SIZE = 10
+
+
+class Database:
+    """Own the engine and hand out transactional sessions."""
+
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_PG_POOL_SIZE) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.is_postgres = self.url.get_backend_name() == "postgresql"
+        if self.is_sqlite:
+            self._prepare_sqlite_path()
+            self.engine = create_engine(
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": DEFAULT_SQLITE_BUSY_TIMEOUT_MS / 1000},
+                pool_size=20,
+                max_overflow=20,
+            )
+            _configure_sqlite(self.engine)
+            self._write_engine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        else:
+            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            self._write_engine = self.engine
+        self._readers = sessionmaker(self.engine, expire_on_commit=False)
+        self._writers = sessionmaker(self._write_engine, expire_on_commit=False)
+
+    def _prepare_sqlite_path(self) -> None:
+        database = self.url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """Yield a session for reading; nothing it does is committed."""
+        session = self._readers()
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """Yield a session whose work is committed on success and rolled back on error."""
+        session = self._writers()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def ping(self) -> None:
+        """Run a trivial query; raises when the store does not answer."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def dispose(self) -> None:
+        """Close every pooled connection (after fork, or at shutdown)."""
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+        # Let SQLAlchemy's "begin" event below decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={DEFAULT_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # noqa: ANN001
+        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))

@@ -1,0 +1,18 @@
+"""The runner's tables."""
+from .base import Base
+from .job import Event, Job, StepEvent
+from .runbook import Runbook, RunbookStatus, RunbookVersion
+from .tenancy import ApiToken, AuditEntry, Workspace
+
+__all__ = [
+    "Base",
+    "Workspace",
+    "ApiToken",
+    "AuditEntry",
+    "Runbook",
+    "RunbookStatus",
+    "RunbookVersion",
+    "Job",
+    "StepEvent",
+    "Event",
+]

@@ -1,0 +1,114 @@
+"""Jobs, the timeline of their steps, and the events they emit (the outbox)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base
+
+
+class Job(Base):
+    """One execution of one pinned runbook version."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "idempotency_key"),
+        Index("ix_jobs_workspace_id_id", "workspace_id", "id"),
+        Index("ix_jobs_runbook_id_id", "runbook_id", "id"),
+        Index("ix_jobs_parent_job_uuid", "parent_job_uuid"),
+        # Work a worker may claim: every live job has a wake-up time, finished ones none.
+        Index(
+            "ix_jobs_next_run_at",
+            "next_run_at",
+            postgresql_where=text("next_run_at IS NOT NULL"),
+            sqlite_where=text("next_run_at IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    runbook_id: Mapped[int] = mapped_column(ForeignKey("runbooks.id", ondelete="CASCADE"))
+    runbook_key: Mapped[str] = mapped_column(String(16))
+    runbook_version: Mapped[int]
+    version_id: Mapped[int] = mapped_column(ForeignKey("runbook_versions.id"))
+    environment: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    triggered_by: Mapped[str] = mapped_column(String(16))
+    trigger_ref: Mapped[str | None] = mapped_column(String(120))
+    actor: Mapped[str] = mapped_column(String(120))
+    parent_job_uuid: Mapped[str | None] = mapped_column(String(36))
+    root_job_uuid: Mapped[str] = mapped_column(String(36))
+    depth: Mapped[int] = mapped_column(default=0)
+    parent_step: Mapped[int | None]
+    # Runbook id -> RunbookVersion id for the whole call tree, fixed when the root job started.
+    pins: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    change_ref: Mapped[str | None] = mapped_column(String(120))
+    incident_ref: Mapped[str | None] = mapped_column(String(120))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    deadline_at: Mapped[datetime | None]
+    # Order of the step being worked on (1-based); 0 before the first step.
+    cursor: Mapped[int] = mapped_column(default=0)
+    waiting_for: Mapped[str | None] = mapped_column(String(16))
+    next_run_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(120))
+    lease_until: Mapped[datetime | None]
+    pause_requested: Mapped[bool] = mapped_column(default=False)
+    event_seq: Mapped[int] = mapped_column(default=0)
+    ended_by: Mapped[str | None] = mapped_column(String(16))
+    ended_by_actor: Mapped[str | None] = mapped_column(String(120))
+    stop_reason: Mapped[str | None] = mapped_column(String(40))
+    message: Mapped[str | None] = mapped_column(Text)
+    stopped_step: Mapped[int | None]
+
+
+class StepEvent(Base):
+    """What happened to one step of one job."""
+
+    __tablename__ = "step_events"
+    __table_args__ = (UniqueConstraint("job_id", "order"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    order: Mapped[int]
+    title: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(120))
+    output: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempts: Mapped[int] = mapped_column(default=0)
+    # An attempt of an automated action began and its outcome is not recorded yet.
+    inflight: Mapped[bool] = mapped_column(default=False)
+    wake_at: Mapped[datetime | None]
+    approved_by: Mapped[str | None] = mapped_column(String(120))
+    approved_at: Mapped[datetime | None]
+    overdue_emitted: Mapped[bool] = mapped_column(default=False)
+
+
+class Event(Base):
+    """A state change, written in the transaction that made it; the delivery outbox reads these."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_workspace_id_id", "workspace_id", "id"),
+        Index("ix_events_job_id_seq", "job_id", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int | None]
+    type: Mapped[str] = mapped_column(String(40))
+    runbook_key: Mapped[str | None] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]

@@ -1,0 +1,62 @@
+"""What a running runner holds: settings, the store, a clock, and per-process caches."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock, SystemClock
+from .config import Settings
+from .db import Database
+
+__all__ = ["Runtime", "TTLCache"]
+
+
+class TTLCache:
+    """A small thread-safe cache whose entries expire after ``ttl`` seconds of monotonic time."""
+
+    def __init__(self, ttl: float, *, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._items: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any | None:
+        """Return a live entry or None."""
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        """Store an entry, dropping everything when the cache is full."""
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._items) >= self.max_entries:
+                self._items.clear()
+            self._items[key] = (time.monotonic() + self.ttl, value)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._items.clear()
+
+
+@dataclass
+class Runtime:
+    """Everything the services need, built once per process by the app factory or the CLI."""
+
+    settings: Settings
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+    tokens: TTLCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = TTLCache(self.settings.token_cache_seconds)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
+        """Open the store named by ``settings``."""
+        return cls(settings=settings, db=Database(settings.database_url), clock=clock or SystemClock())

@@ -1,0 +1,1 @@
+"""Use cases the HTTP views, the CLI and the console call; each opens its own transaction."""

@@ -1,0 +1,73 @@
+"""The audit log: who did what, to what, when, from where."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..auth import Action, Actor, require
+from ..clock import Clock
+from ..models import AuditEntry
+from ..runtime import Runtime
+from .pagination import decode_cursor, encode_cursor
+
+__all__ = ["record", "entry_to_dict", "page"]
+
+
+def record(
+    session: Session,
+    clock: Clock,
+    *,
+    workspace_id: int,
+    actor: Actor | str,
+    action: str,
+    target: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Add one audit entry to the caller's transaction."""
+    if isinstance(actor, Actor):
+        name, role, source = actor.subject, actor.role.value, actor.source
+    else:
+        name, role, source = actor, None, "system"
+    session.add(
+        AuditEntry(
+            workspace_id=workspace_id,
+            at=clock.now(),
+            actor=name,
+            role=role,
+            action=action,
+            target=target,
+            source=source,
+            detail=detail or {},
+        )
+    )
+
+
+def entry_to_dict(entry: AuditEntry) -> dict[str, Any]:
+    """Shape an entry for the API."""
+    return {
+        "id": entry.id,
+        "at": entry.at,
+        "actor": entry.actor,
+        "role": entry.role,
+        "action": entry.action,
+        "target": entry.target,
+        "source": entry.source,
+        "detail": entry.detail,
+    }
+
+
+def page(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
+    """Read one page of the workspace's audit log, oldest first."""
+    require(actor, Action.VIEW_AUDIT)
+    after = (decode_cursor(query.get("cursor")) or {"after": 0})["after"]
+    limit = query["limit"]
+    statement = select(AuditEntry).where(AuditEntry.workspace_id == actor.workspace_id, AuditEntry.id > after)
+    if query.get("target"):
+        statement = statement.where(AuditEntry.target == query["target"])
+    with rt.db.read() as session:
+        rows = list(session.scalars(statement.order_by(AuditEntry.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [entry_to_dict(r) for r in rows], "next_cursor": encode_cursor({"after": rows[-1].id}) if more else None}
