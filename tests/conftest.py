@@ -127,3 +127,20 @@ def problem(response) -> dict[str, Any]:
     assert {"type", "title", "status", "detail"} <= set(body), body
     assert body["status"] == response.status_code
     return body
+
+
+@pytest.fixture
+def server():
+    """A local counting HTTP server (127.0.0.1 is allow-listed for tests)."""
+    from tests.servers import CountingServer
+
+    with CountingServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def worker(rt: Runtime):
+    """A job worker driven by the test: ``worker.run_until_idle()``."""
+    from runner.engine import JobWorker
+
+    return JobWorker(rt, worker_id="test-worker", threads=1)

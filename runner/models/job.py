@@ -33,6 +33,7 @@ class Job(Base):
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     runbook_id: Mapped[int] = mapped_column(ForeignKey("runbooks.id", ondelete="CASCADE"))
     runbook_key: Mapped[str] = mapped_column(String(16))
+    runbook_name: Mapped[str] = mapped_column(String(120))
     runbook_version: Mapped[int]
     version_id: Mapped[int] = mapped_column(ForeignKey("runbook_versions.id"))
     environment: Mapped[str] = mapped_column(String(64))

@@ -68,6 +68,6 @@ def page(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
         statement = statement.where(AuditEntry.target == query["target"])
     with rt.db.read() as session:
         rows = list(session.scalars(statement.order_by(AuditEntry.id).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [entry_to_dict(r) for r in rows], "next_cursor": encode_cursor({"after": rows[-1].id}) if more else None}
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"items": [entry_to_dict(r) for r in rows], "next_cursor": encode_cursor({"after": rows[-1].id}) if more else None}

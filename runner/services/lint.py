@@ -21,7 +21,7 @@ _AMBIGUOUS_OWNER = re.compile(r"\b(make sure (that )?(someone|somebody|everyone)
 _PASSIVE = re.compile(r"\b(should|must|needs? to|has to|is to) be\b", re.I)
 _URL = re.compile(r"https?://[^\s)>\]]+", re.I)
 _TIMESTAMP = re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?\b|\b\d{1,2}:\d{2}\s?(?:am|pm|utc)?\b", re.I)
-_THRESHOLD = re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:%|ms|s|sec|secs|seconds|minutes|mins|hours|mb|gb|tb|rps|qps)\b", re.I)
+_THRESHOLD = re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:%|ms|s|sec|secs|seconds|minutes|mins|hours|mb|gb|tb|rps|qps)(?!\w)", re.I)
 
 
 def _warn(code: str, message: str, step: int | None = None) -> dict[str, Any]:

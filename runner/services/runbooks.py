@@ -128,12 +128,12 @@ def list_runbooks(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str,
     limit = query["limit"]
     with rt.db.read() as session:
         rows = list(session.scalars(statement.order_by(Runbook.id).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "items": [to_dict(r) for r in rows],
-        "next_cursor": encode_cursor({"after": rows[-1].id}) if more else None,
-    }
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "items": [to_dict(r) for r in rows],
+            "next_cursor": encode_cursor({"after": rows[-1].id}) if more else None,
+        }
 
 
 def _parse_statuses(raw: str | None) -> list[str]:

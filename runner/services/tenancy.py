@@ -52,6 +52,9 @@ def get_workspace(rt: Runtime, slug: str) -> Workspace:
     """Find a workspace by slug."""
     with rt.db.read() as session:
         workspace = session.scalar(select(Workspace).where(Workspace.slug == slug))
+        if workspace is not None:
+            # Detach it loaded: the read session's rollback would expire it otherwise.
+            session.expunge(workspace)
     if workspace is None:
         raise NotFound(f"workspace {slug!r} not found")
     return workspace

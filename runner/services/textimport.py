@@ -10,19 +10,31 @@ __all__ = ["parse_procedure"]
 
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
 _NUMBERED = re.compile(r"(?:(?<=\s)|^)(\d{1,3})[.)]\s+")
+_LINE_NUMBERED = re.compile(r"^[ \t]*(\d{1,3})[.)][ \t]+", re.M)
 _BULLET = re.compile(r"^\s{0,3}[-*+]\s+(?:\[[ xX]\]\s+)?(.+)$")
 # Longest step title kept; longer first lines move into the description.
 MAX_TITLE = 200
 
 
-def _numbered_items(text: str) -> tuple[str, list[str]]:
-    """Split at "1. … 2. … 3. …" markers whose numbers count up from 1, on one line or many."""
+def _counting_markers(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
     cuts: list[tuple[int, int]] = []
     expected = 1
-    for match in _NUMBERED.finditer(text):
+    for match in pattern.finditer(text):
         if int(match.group(1)) == expected:
             cuts.append((match.start(), match.end()))
             expected += 1
+    return cuts
+
+
+def _numbered_items(text: str) -> tuple[str, list[str]]:
+    """Split at "1. … 2. … 3. …" markers whose numbers count up from 1, on one line or many.
+
+    A list written one item a line is split at line starts only, so a step
+    that mentions "node 2. …" inside its text is not cut in two.
+    """
+    cuts = _counting_markers(_LINE_NUMBERED, text)
+    if len(cuts) < 2:
+        cuts = _counting_markers(_NUMBERED, text)
     if not cuts:
         return text, []
     preamble = text[: cuts[0][0]]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 11:46:51.396014
+Create Date: 2026-11-22 11:52:27.814170
 """
 from __future__ import annotations
 
@@ -108,6 +108,7 @@ def upgrade() -> None:
     sa.Column('workspace_id', sa.Integer(), nullable=False),
     sa.Column('runbook_id', sa.Integer(), nullable=False),
     sa.Column('runbook_key', sa.String(length=16), nullable=False),
+    sa.Column('runbook_name', sa.String(length=120), nullable=False),
     sa.Column('runbook_version', sa.Integer(), nullable=False),
     sa.Column('version_id', sa.Integer(), nullable=False),
     sa.Column('environment', sa.String(length=64), nullable=False),

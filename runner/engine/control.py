@@ -1,0 +1,233 @@
+"""Job use cases for the API, the CLI and the console: invoke, read, and act on jobs."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from webhooks.outbound import OutboundPolicy
+
+from ..auth import Action, Actor, require, role_satisfies
+from ..errors import Conflict, Forbidden, IllegalTransition
+from ..models import Event, Job
+from ..runtime import Runtime
+from ..services.pagination import decode_cursor, encode_cursor
+from .driver import drive
+from .invoke import JobRequest, Trigger, create_job
+from .machine import Blocked, Machine, NeedsCall
+from .report import event_to_dict, find_job, job_to_dict
+from .states import EndedBy, JobStatus, StepStatus, Waiting
+from .worker import new_worker_id
+
+__all__ = ["invoke", "get_job", "list_jobs", "job_events", "step_action", "pause", "resume", "abort", "wait_for_end"]
+
+# Longest a client may ask an invocation to wait for the job to end.
+MAX_WAIT_SECONDS = 300
+# How often a waiting invocation looks at its job again when it cannot drive it itself.
+WAIT_POLL_SECONDS = 0.02
+
+
+def invoke(rt: Runtime, actor: Actor, ref: str, data: dict[str, Any], *, idempotency_key: str | None,
+           trigger_kind: str = "api", require_callable: bool = True) -> tuple[dict[str, Any], bool]:
+    """Start a job; with ``wait`` drive it here until it ends or the time is up. Returns (job, finished)."""
+    require(actor, Action.EXECUTE)
+    request = JobRequest(
+        workspace_id=actor.workspace_id, runbook_ref=ref, parameters=data.get("parameters", {}),
+        trigger=Trigger(trigger_kind, actor.subject, actor.subject if trigger_kind == "person" else None),
+        idempotency_key=idempotency_key, change_ref=data.get("change_ref"), incident_ref=data.get("incident_ref"),
+        require_callable=require_callable,
+    )
+    job, _created = create_job(rt, request)
+    wait = data.get("wait")
+    if wait:
+        return wait_for_end(rt, actor, job.uuid, float(wait))
+    with rt.db.read() as session:
+        return job_to_dict(rt, session, job, with_steps=False), False
+
+
+def wait_for_end(rt: Runtime, actor: Actor, job_uuid: str, seconds: float) -> tuple[dict[str, Any], bool]:
+    """Drive the job from this thread while it is due, else watch it, until it ends or ``seconds`` pass."""
+    deadline = time.monotonic() + min(seconds, MAX_WAIT_SECONDS)
+    policy = OutboundPolicy.from_setting(rt.settings.outbound_allowlist)
+    worker_id = new_worker_id("api")
+    while True:
+        status = drive(rt, job_uuid, worker_id, policy=policy)
+        if status is not None and status.terminal:
+            break
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(WAIT_POLL_SECONDS)
+        with rt.db.read() as session:
+            current = JobStatus(session.scalar(select(Job.status).where(Job.uuid == job_uuid)))
+        if current.terminal or time.monotonic() >= deadline:
+            break
+    with rt.db.read() as session:
+        job = find_job(session, actor, job_uuid)
+        return job_to_dict(rt, session, job), JobStatus(job.status).terminal
+
+
+def get_job(rt: Runtime, actor: Actor, job_uuid: str) -> dict[str, Any]:
+    """Read one job with its step timeline."""
+    require(actor, Action.VIEW_PUBLISHED)
+    with rt.db.read() as session:
+        return job_to_dict(rt, session, find_job(session, actor, job_uuid))
+
+
+def list_jobs(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
+    """List jobs, newest first, with filters."""
+    require(actor, Action.VIEW_PUBLISHED)
+    position = decode_cursor(query.get("cursor"), keys=("before",))
+    statement = select(Job).where(Job.workspace_id == actor.workspace_id)
+    if position:
+        statement = statement.where(Job.id < position["before"])
+    if query.get("runbook"):
+        ref = query["runbook"]
+        statement = statement.where((Job.runbook_key == ref) | (Job.runbook_name == ref))
+    if query.get("status"):
+        statement = statement.where(Job.status.in_([s.strip() for s in query["status"].split(",")]))
+    if query.get("parent"):
+        statement = statement.where(Job.parent_job_uuid == query["parent"])
+    if query.get("triggered_by"):
+        statement = statement.where(Job.triggered_by == query["triggered_by"])
+    limit = query["limit"]
+    with rt.db.read() as session:
+        rows = list(session.scalars(statement.order_by(Job.id.desc()).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"items": [job_to_dict(rt, session, r, with_steps=False) for r in rows],
+                "next_cursor": encode_cursor({"before": rows[-1].id}) if more else None}
+
+
+def job_events(rt: Runtime, actor: Actor, job_uuid: str, *, after: int, limit: int) -> dict[str, Any]:
+    """Read a job's events after sequence number ``after``, in order."""
+    require(actor, Action.VIEW_PUBLISHED)
+    with rt.db.read() as session:
+        job = find_job(session, actor, job_uuid)
+        rows = list(session.scalars(select(Event).where(Event.job_id == job.id, Event.seq > after).order_by(Event.seq).limit(limit)))
+        items = [event_to_dict(e) for e in rows]
+    return {"items": items, "next_after": items[-1]["seq"] if items else after}
+
+
+def _settle(rt: Runtime, machine: Machine) -> None:
+    """Push the job on after a person's action; leave HTTP calls and children to the workers."""
+    job = machine.job
+    if job.lease_until is not None and job.lease_until >= machine.now:
+        job.next_run_at = machine.now
+        return
+    outcome = machine.run()
+    if isinstance(outcome, NeedsCall) or (isinstance(outcome, Blocked) and outcome.child_uuid):
+        job.next_run_at = machine.now
+
+
+def _act(rt: Runtime, actor: Actor, job_uuid: str, apply: Any) -> dict[str, Any]:
+    require(actor, Action.OPERATE)
+    with rt.db.write() as session:
+        job = find_job(session, actor, job_uuid, lock=True, postgres=rt.db.is_postgres)
+        machine = Machine(rt, session, job, actor=actor.subject)
+        apply(machine)
+        session.flush()
+        return job_to_dict(rt, session, job)
+
+
+def _open_step(machine: Machine, order: int, allowed: set[Waiting], verb: str) -> Any:
+    job = machine.job
+    status = machine.status
+    if status.terminal:
+        raise IllegalTransition(f"cannot {verb} step {order}: job {job.uuid} is {status.value}", current_status=status.value)
+    if order != job.cursor or machine.current_event() is None:
+        at = f"step {job.cursor}" if 0 < job.cursor <= len(machine.steps) else "no step"
+        raise Conflict(f"cannot {verb} step {order}: it is not the current step (job {job.uuid} is {status.value} at {at})",
+                       current_status=status.value, current_step=job.cursor)
+    waiting = Waiting(job.waiting_for) if status is JobStatus.WAITING and job.waiting_for else None
+    if waiting not in allowed:
+        if waiting is Waiting.APPROVAL:
+            raise Conflict(f"cannot {verb} step {order}: it needs an approval first", current_status=status.value, waiting_for=waiting.value)
+        what = f"waiting for {waiting.value}" if waiting else status.value
+        raise Conflict(f"cannot {verb} step {order}: the step is {what}, not waiting for a person",
+                       current_status=status.value, waiting_for=job.waiting_for)
+    return machine.current_event()
+
+
+def step_action(rt: Runtime, actor: Actor, job_uuid: str, order: int, action: str, note: str | None) -> dict[str, Any]:
+    """Apply an operator's done / skip / fail / approve to the current step."""
+
+    def apply(machine: Machine) -> None:
+        if action == "done":
+            ev = _open_step(machine, order, {Waiting.OPERATOR}, "mark done")
+            machine._ensure_running()
+            machine.complete(ev, StepStatus.DONE, note=note)
+        elif action == "skip":
+            ev = _open_step(machine, order, {Waiting.OPERATOR, Waiting.APPROVAL}, "skip")
+            machine._ensure_running()
+            machine.complete(ev, StepStatus.SKIPPED, note=note)
+        elif action == "fail":
+            ev = _open_step(machine, order, {Waiting.OPERATOR, Waiting.APPROVAL}, "fail")
+            ev.note = note
+            machine.finish(JobStatus.FAILED, EndedBy.PERSON, message=f"step {order} ({ev.title!r}) marked failed by {actor.subject}: {note}",
+                           step_status=StepStatus.FAILED)
+            return
+        elif action == "approve":
+            ev = _open_step(machine, order, {Waiting.APPROVAL}, "approve")
+            step = machine.step(order)
+            if not role_satisfies(actor.role, step.get("owner_role")):
+                raise Forbidden(
+                    f"step {order} must be approved by role {step['owner_role']!r} or higher; {actor.subject} is {actor.role.value!r}",
+                    required_role=step["owner_role"],
+                )
+            ev.approved_by = actor.subject
+            ev.approved_at = machine.now
+            machine.emit("step.approved", step={"order": order, "title": ev.title}, approved_by=actor.subject, note=note)
+            machine._ensure_running()
+        _settle(rt, machine)
+
+    return _act(rt, actor, job_uuid, apply)
+
+
+def pause(rt: Runtime, actor: Actor, job_uuid: str) -> dict[str, Any]:
+    """Ask the job to pause at the next step boundary."""
+
+    def apply(machine: Machine) -> None:
+        status = machine.status
+        if status.terminal or status is JobStatus.PAUSED:
+            raise IllegalTransition(f"cannot pause: job {machine.job.uuid} is {status.value}", current_status=status.value)
+        if not machine.job.pause_requested:
+            machine.job.pause_requested = True
+            machine.emit("job.pause_requested", requested_by=actor.subject)
+            if status is JobStatus.QUEUED:
+                _settle(rt, machine)
+
+    return _act(rt, actor, job_uuid, apply)
+
+
+def resume(rt: Runtime, actor: Actor, job_uuid: str) -> dict[str, Any]:
+    """Continue a paused job (or withdraw a pause that has not taken effect yet)."""
+
+    def apply(machine: Machine) -> None:
+        job = machine.job
+        if machine.status is JobStatus.PAUSED:
+            machine.move(JobStatus.RUNNING, verb="resume")
+            job.next_run_at = machine.now
+            _settle(rt, machine)
+        elif job.pause_requested and not machine.status.terminal:
+            job.pause_requested = False
+            machine.emit("job.pause_withdrawn", requested_by=actor.subject)
+        else:
+            raise IllegalTransition(f"cannot resume: job {job.uuid} is {machine.status.value}, not paused",
+                                    current_status=machine.status.value)
+
+    return _act(rt, actor, job_uuid, apply)
+
+
+def abort(rt: Runtime, actor: Actor, job_uuid: str, reason: str | None = None) -> dict[str, Any]:
+    """End the job now as cancelled by a person; its running children are cancelled too."""
+
+    def apply(machine: Machine) -> None:
+        status = machine.status
+        if status.terminal:
+            raise IllegalTransition(f"cannot abort: job {machine.job.uuid} is already {status.value}", current_status=status.value)
+        message = f"aborted by {actor.subject}" + (f": {reason}" if reason else "")
+        machine.finish(JobStatus.CANCELLED, EndedBy.PERSON, message=message)
+
+    return _act(rt, actor, job_uuid, apply)
+

@@ -1,0 +1,120 @@
+"""The http step's request: built from the step and the job's parameters, sent outside any transaction."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from webhooks.outbound import OutboundPolicy, OutboundRefused
+
+from ..services.params import render, render_value
+
+__all__ = ["HttpCall", "HttpResult", "build_call", "perform", "EXCERPT_BYTES"]
+
+# Bytes of a response body kept in the step's output.
+EXCERPT_BYTES = 2048
+
+_local = threading.local()
+
+
+def _session() -> requests.Session:
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+        session.trust_env = False
+    return session
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: Any
+    timeout: float
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or self.url
+
+
+@dataclass
+class HttpResult:
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    excerpt: str = ""
+    latency_ms: float = 0.0
+    error: str | None = None
+    refused: str | None = None
+
+    def output(self) -> dict[str, Any]:
+        """What the step's timeline shows of this attempt."""
+        out: dict[str, Any] = {"status": self.status, "latency_ms": round(self.latency_ms, 1)}
+        if self.excerpt:
+            out["response_excerpt"] = self.excerpt
+        if self.error:
+            out["error"] = self.error
+        if self.refused:
+            out["refused"] = self.refused
+        return out
+
+
+def build_call(action: dict[str, Any], params: dict[str, Any], *, default_timeout: float) -> HttpCall:
+    """Substitute parameters into the URL, headers and body of an http action."""
+    return HttpCall(
+        method=action.get("method", "GET"),
+        url=render(action["url"], params),
+        headers={render(k, params): render(v, params) for k, v in (action.get("headers") or {}).items()},
+        body=render_value(action.get("body"), params),
+        timeout=float(action.get("timeout_seconds") or default_timeout),
+    )
+
+
+def perform(call: HttpCall, policy: OutboundPolicy) -> HttpResult:
+    """Send the request; never raises: refusals, timeouts and errors are part of the result."""
+    try:
+        policy.check(call.url)
+    except OutboundRefused as exc:
+        return HttpResult(refused=str(exc), error=str(exc))
+    headers = dict(call.headers)
+    data = None
+    if call.body is not None:
+        if isinstance(call.body, (dict, list)) or not isinstance(call.body, str):
+            data = json.dumps(call.body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        else:
+            data = call.body.encode()
+    started = time.perf_counter()
+    try:
+        response = _session().request(call.method, call.url, headers=headers, data=data, timeout=call.timeout,
+                                      allow_redirects=False, stream=True)
+    except requests.Timeout:
+        return HttpResult(error=f"timed out after {call.timeout:g}s", latency_ms=(time.perf_counter() - started) * 1000)
+    except requests.RequestException as exc:
+        return HttpResult(error=f"{exc.__class__.__name__}: {exc}", latency_ms=(time.perf_counter() - started) * 1000)
+    try:
+        length = int(response.headers.get("Content-Length", "-1"))
+    except ValueError:
+        length = -1
+    try:
+        if call.method == "HEAD":
+            raw = b""
+        elif 0 <= length <= EXCERPT_BYTES:
+            raw = response.content  # read whole: the connection goes back to the pool
+        else:
+            raw = response.raw.read(EXCERPT_BYTES, decode_content=True)
+    except Exception as exc:  # noqa: BLE001 - a broken body still leaves the status we got
+        raw = f"<body unreadable: {exc.__class__.__name__}>".encode()
+    finally:
+        response.close()
+    return HttpResult(
+        status=response.status_code,
+        headers=dict(response.headers),
+        excerpt=raw.decode("utf-8", "replace"),
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )

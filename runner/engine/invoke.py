@@ -1,0 +1,238 @@
+"""Creating jobs: checks, parameter validation, idempotency, lineage and the pinned call tree."""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid as uuidlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, InvalidInput, NotFound, RunnerError
+from ..models import Job, Runbook, RunbookStatus, RunbookVersion
+from ..runtime import Runtime
+from ..services import audit
+from ..services.params import validate_values
+from ..services.runbooks import KEY_RE
+from .events import emit
+from .states import JobStatus
+from .versions import load_body
+
+__all__ = ["Trigger", "JobRequest", "create_job", "create_child", "pin_call_tree", "request_hash"]
+
+TRIGGER_KINDS = ("api", "webhook", "schedule", "runbook", "person")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Who or what starts a job."""
+
+    kind: str
+    actor: str
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    workspace_id: int
+    runbook_ref: str
+    parameters: Any
+    trigger: Trigger
+    idempotency_key: str | None = None
+    change_ref: str | None = None
+    incident_ref: str | None = None
+    # Persons may execute any published runbook; flows, webhooks and other runbooks only callable ones.
+    require_callable: bool = True
+
+
+def request_hash(runbook_ref: str, parameters: Any, extra: dict[str, Any] | None = None) -> str:
+    """Fingerprint an invocation so a reused Idempotency-Key can be matched to its body."""
+    raw = json.dumps({"runbook": runbook_ref, "parameters": parameters, **(extra or {})}, sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _find_runbook(session: Session, workspace_id: int, ref: str) -> Runbook:
+    column = Runbook.key if KEY_RE.match(ref) else Runbook.name
+    runbook = session.scalar(select(Runbook).where(Runbook.workspace_id == workspace_id, column == ref))
+    if runbook is None:
+        raise NotFound(f"runbook {ref!r} not found")
+    return runbook
+
+
+def _check_runnable(rt: Runtime, runbook: Runbook, *, require_callable: bool, via: str = "") -> None:
+    env = rt.settings.environment
+    if runbook.status == RunbookStatus.ARCHIVED.value:
+        raise Conflict(f"runbook {runbook.key} ({runbook.name}) is archived and cannot run{via}", current_status=runbook.status)
+    if runbook.status != RunbookStatus.PUBLISHED.value:
+        raise Conflict(f"runbook {runbook.key} ({runbook.name}) is a {runbook.status}; publish it before running it{via}",
+                       current_status=runbook.status)
+    if require_callable and not runbook.callable:
+        raise Conflict(
+            f"runbook {runbook.key} ({runbook.name}) is not callable{via}: configure its Runbook Action trigger "
+            "(set callable to true) so flows, runbooks and webhooks may invoke it",
+            current_status=runbook.status,
+        )
+    allowed_envs = runbook.body.get("environments")
+    if allowed_envs and env not in allowed_envs:
+        raise Conflict(
+            f"runbook {runbook.key} ({runbook.name}) may run only in {', '.join(allowed_envs)}; this runner serves {env}{via}",
+            current_status=runbook.status,
+        )
+
+
+def pin_call_tree(rt: Runtime, session: Session, root: Runbook, *, start_depth: int = 0) -> dict[str, int]:
+    """Fix the version of every runbook the root may call, refusing cycles, depth overruns and forbidden calls.
+
+    Returns ``{str(runbook_id): runbook_version_id}``.
+    """
+    max_depth = rt.settings.max_call_depth
+    pins: dict[str, int] = {}
+    versions: dict[int, int] = {}
+
+    def version_id(runbook: Runbook) -> int:
+        if runbook.id not in versions:
+            versions[runbook.id] = session.scalar(
+                select(RunbookVersion.id).where(RunbookVersion.runbook_id == runbook.id, RunbookVersion.version == runbook.version)
+            )
+        return versions[runbook.id]
+
+    def visit(runbook: Runbook, path: list[Runbook], depth: int) -> None:
+        pins[str(runbook.id)] = version_id(runbook)
+        for step in runbook.body["steps"]:
+            action = step["action"]
+            if action["type"] != "runbook":
+                continue
+            ref = action["runbook"]
+            where = f" (step {step['order']} of {runbook.key})"
+            try:
+                child = _find_runbook(session, runbook.workspace_id, ref)
+            except NotFound:
+                raise InvalidInput(f"runbook {runbook.key} calls {ref!r}{where}, which does not exist",
+                                   errors=[{"field": "runbook", "message": "unknown child runbook", "value": ref}]) from None
+            chain = " → ".join(r.key for r in [*path, runbook, child])
+            if any(r.id == child.id for r in [*path, runbook]):
+                raise InvalidInput(f"runbook call cycle: {chain}", errors=[{"field": "runbook", "message": "call cycle", "value": chain}])
+            if depth + 1 > max_depth:
+                raise InvalidInput(
+                    f"runbook calls nest deeper than the maximum of {max_depth} (RUNBOOK_MANAGER_MAX_CALL_DEPTH): {chain}",
+                    errors=[{"field": "runbook", "message": "call depth exceeded", "value": chain}],
+                )
+            try:
+                _check_runnable(rt, child, require_callable=True, via=where)
+            except Conflict as exc:
+                raise InvalidInput(exc.detail, errors=[{"field": "runbook", "message": "child not runnable", "value": ref}]) from None
+            callers = child.body.get("allowed_callers")
+            if callers and runbook.key not in callers and runbook.name not in callers:
+                raise InvalidInput(
+                    f"runbook {child.key} ({child.name}) may be called only by {', '.join(callers)}, not by {runbook.key}{where}",
+                    errors=[{"field": "runbook", "message": "caller not allowed", "value": runbook.key}],
+                )
+            visit(child, [*path, runbook], depth + 1)
+
+    visit(root, [], start_depth)
+    return pins
+
+
+def _new_job(rt: Runtime, session: Session, *, runbook: Runbook, version_id: int, version: int, parameters: dict[str, Any],
+             trigger: Trigger, pins: dict[str, int], now: datetime, parent: Job | None = None, parent_step: int | None = None,
+             idempotency_key: str | None = None, request_digest: str | None = None, change_ref: str | None = None,
+             incident_ref: str | None = None) -> Job:
+    job_uuid = str(uuidlib.uuid4())
+    job = Job(
+        uuid=job_uuid,
+        workspace_id=runbook.workspace_id,
+        runbook_id=runbook.id,
+        runbook_key=runbook.key,
+        runbook_name=runbook.name,
+        runbook_version=version,
+        version_id=version_id,
+        environment=rt.settings.environment,
+        parameters=parameters,
+        status=JobStatus.QUEUED.value,
+        triggered_by=trigger.kind,
+        trigger_ref=trigger.ref,
+        actor=trigger.actor,
+        parent_job_uuid=parent.uuid if parent else None,
+        root_job_uuid=parent.root_job_uuid if parent else job_uuid,
+        depth=parent.depth + 1 if parent else 0,
+        parent_step=parent_step,
+        pins=pins,
+        change_ref=change_ref if parent is None else parent.change_ref,
+        incident_ref=incident_ref if parent is None else parent.incident_ref,
+        idempotency_key=idempotency_key,
+        request_hash=request_digest,
+        created_at=now,
+        deadline_at=parent.deadline_at if parent else None,
+        cursor=0,
+        next_run_at=now,
+        event_seq=0,
+    )
+    session.add(job)
+    session.flush()
+    emit(session, job, "job.created", now)
+    emit(session, job, "runbook.invoked", now, parameters=parameters)
+    audit.record(session, rt.clock, workspace_id=job.workspace_id, actor=trigger.actor, action="job.create", target=job_uuid,
+                 detail={"runbook": runbook.key, "version": version, "triggered_by": trigger.kind, "trigger_ref": trigger.ref})
+    return job
+
+
+def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = None) -> tuple[Job, bool]:
+    """Create a queued job; return it and whether it is new (False: the Idempotency-Key matched an earlier job)."""
+    if session is None:
+        try:
+            with rt.db.write() as own:
+                return create_job(rt, request, session=own)
+        except IntegrityError:
+            # A concurrent request with the same Idempotency-Key won the race: answer with its job.
+            if request.idempotency_key is None:
+                raise
+            with rt.db.write() as own:
+                return create_job(rt, request, session=own)
+    digest = request_hash(request.runbook_ref, request.parameters, {"change_ref": request.change_ref, "incident_ref": request.incident_ref}) \
+        if request.idempotency_key else None
+    if request.idempotency_key:
+        earlier = session.scalar(select(Job).where(Job.workspace_id == request.workspace_id, Job.idempotency_key == request.idempotency_key))
+        if earlier is not None:
+            if earlier.request_hash != digest:
+                raise InvalidInput(
+                    f"Idempotency-Key {request.idempotency_key!r} was already used for job {earlier.uuid} with a different request; "
+                    "use a new key for a new request",
+                    errors=[{"field": "Idempotency-Key", "message": "reused with a different body", "value": request.idempotency_key}],
+                    job_uuid=earlier.uuid,
+                )
+            return earlier, False
+    runbook = _find_runbook(session, request.workspace_id, request.runbook_ref)
+    _check_runnable(rt, runbook, require_callable=request.require_callable)
+    pins = pin_call_tree(rt, session, runbook)
+    version_id = pins[str(runbook.id)]
+    body = load_body(session, version_id)
+    parameters = validate_values(body["parameters"], request.parameters)
+    now = rt.clock.now()
+    job = _new_job(rt, session, runbook=runbook, version_id=version_id, version=runbook.version, parameters=parameters,
+                   trigger=request.trigger, pins=pins, now=now, idempotency_key=request.idempotency_key, request_digest=digest,
+                   change_ref=request.change_ref, incident_ref=request.incident_ref)
+    return job, True
+
+
+def create_child(rt: Runtime, session: Session, parent: Job, step: dict[str, Any], parameters: dict[str, Any], now: datetime) -> Job:
+    """Start the child job of a ``runbook`` step with the version pinned by the root job."""
+    ref = step["action"]["runbook"]
+    child = _find_runbook(session, parent.workspace_id, ref)
+    if str(child.id) not in parent.pins:
+        raise InvalidInput(f"runbook {ref!r} is not part of the call tree pinned when job {parent.root_job_uuid} started")
+    if parent.depth + 1 > rt.settings.max_call_depth:
+        raise InvalidInput(f"calling {ref!r} would nest deeper than the maximum of {rt.settings.max_call_depth}")
+    version_id = parent.pins[str(child.id)]
+    version_row = session.get(RunbookVersion, version_id)
+    body = load_body(session, version_id)
+    try:
+        values = validate_values(body["parameters"], parameters)
+    except RunnerError as exc:
+        raise InvalidInput(f"runbook {child.key} ({child.name}) refused the parameters: {exc.detail}", errors=exc.errors) from exc
+    return _new_job(rt, session, runbook=child, version_id=version_id, version=version_row.version, parameters=values,
+                    trigger=Trigger("runbook", parent.actor, parent.uuid), pins=parent.pins, now=now, parent=parent,
+                    parent_step=step["order"])

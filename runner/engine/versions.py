@@ -1,0 +1,33 @@
+"""Runbook version bodies, read once per process: a saved version never changes."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..models import RunbookVersion
+
+__all__ = ["load_body"]
+
+# Version bodies kept in memory per process.
+DEFAULT_CACHE_SIZE = 2048
+
+_cache: dict[tuple[str, int], dict[str, Any]] = {}
+_lock = threading.Lock()
+
+
+def load_body(session: Session, version_id: int) -> dict[str, Any]:
+    """Return the (read-only) body of a runbook version."""
+    key = (str(session.get_bind().url), version_id)
+    body = _cache.get(key)
+    if body is None:
+        body = session.scalar(select(RunbookVersion.body).where(RunbookVersion.id == version_id))
+        if body is None:
+            raise LookupError(f"runbook version {version_id} does not exist")
+        with _lock:
+            if len(_cache) >= DEFAULT_CACHE_SIZE:
+                _cache.clear()
+            _cache[key] = body
+    return body

@@ -1,0 +1,91 @@
+"""The job worker: threads that claim due jobs and drive them."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from webhooks.outbound import OutboundPolicy
+
+from ..runtime import Runtime
+from .driver import claim, drive
+
+__all__ = ["JobWorker", "new_worker_id"]
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id(role: str = "worker") -> str:
+    """Name a worker uniquely: host, pid and a random suffix."""
+    return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class JobWorker:
+    """Claim and drive due jobs, from tests (``run_until_idle``) or threads (``start``)."""
+
+    def __init__(self, rt: Runtime, *, worker_id: str | None = None, threads: int | None = None,
+                 policy: OutboundPolicy | None = None) -> None:
+        self.rt = rt
+        self.worker_id = worker_id or new_worker_id()
+        self.threads = threads or rt.settings.worker_threads
+        self.policy = policy or OutboundPolicy.from_setting(rt.settings.outbound_allowlist)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def run_once(self, limit: int | None = None) -> int:
+        """Claim up to ``limit`` due jobs and drive each; return how many were claimed."""
+        uuids = claim(self.rt, self.worker_id, limit or self.threads)
+        for job_uuid in uuids:
+            self._drive(job_uuid)
+        return len(uuids)
+
+    def run_until_idle(self, max_rounds: int = 1000) -> int:
+        """Drive jobs until none is due (for tests and the CLI); return how many claims were made."""
+        total = 0
+        for _ in range(max_rounds):
+            claimed = self.run_once()
+            if not claimed:
+                return total
+            total += claimed
+        raise RuntimeError(f"jobs still due after {max_rounds} rounds")
+
+    def _drive(self, job_uuid: str) -> None:
+        try:
+            drive(self.rt, job_uuid, self.worker_id, policy=self.policy)
+        except Exception:  # noqa: BLE001 - one broken job must not stop the worker; its lease expires and it is retried
+            log.exception("driving job %s failed", job_uuid)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                uuids = claim(self.rt, self.worker_id, 1)
+            except Exception:  # noqa: BLE001 - the store may be briefly unavailable; try again
+                log.exception("claiming jobs failed")
+                uuids = []
+            for job_uuid in uuids:
+                self._drive(job_uuid)
+            if not uuids:
+                self._wake.wait(self.rt.settings.poll_interval)
+                self._wake.clear()
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the worker threads."""
+        for index in range(self.threads):
+            thread = threading.Thread(target=self._loop, name=f"job-worker-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the steps under way finish."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()

@@ -1,0 +1,78 @@
+"""A local HTTP server for tests: counts hits per path and answers from a script."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class CountingServer:
+    """Answer 200 unless a path was scripted (``script("/x", 500, 500, 200)``); remember every request."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = defaultdict(int)
+        self.requests: list[dict[str, Any]] = []
+        self.scripts: dict[str, list[int | tuple[int, dict[str, str]]]] = {}
+        self.delays: dict[str, float] = {}
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path = self.path.split("?")[0]
+                with server.lock:
+                    server.hits[path] += 1
+                    server.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body})
+                    script = server.scripts.get(path)
+                    answer = script.pop(0) if script else 200
+                    delay = server.delays.get(path, 0.0)
+                if delay:
+                    time.sleep(delay)
+                status, headers = answer if isinstance(answer, tuple) else (answer, {})
+                payload = json.dumps({"path": path, "status": status}).encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def script(self, path: str, *answers: int | tuple[int, dict[str, str]]) -> None:
+        """Answer the next requests to ``path`` with these statuses (then 200)."""
+        with self.lock:
+            self.scripts[path] = list(answers)
+
+    def __enter__(self) -> CountingServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@contextmanager
+def counting_server() -> Iterator[CountingServer]:
+    with CountingServer() as server:
+        yield server
