@@ -100,6 +100,32 @@ def _require_current_schema(rt: Runtime) -> None:
         raise click.ClickException(f"the database schema is at {current!r}, this code needs {head!r}; run 'runbook-manager db upgrade' first")
 
 
+@main.command()
+@click.option("--with-scheduler", is_flag=True, help="Also fire cron schedules from this process.")
+@click.option("--parent-pid", type=int, default=None, hidden=True, help="Exit when this process is gone (used by serve).")
+def worker(with_scheduler: bool, parent_pid: int | None) -> None:
+    """Run job steps and webhook deliveries (scale-out role; serve runs one itself on SQLite)."""
+    import os
+    import signal
+    import threading
+
+    from .roles import Roles
+
+    rt = _runtime()
+    _require_current_schema(rt)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    roles = Roles(rt, scheduler=with_scheduler)
+    roles.start()
+    try:
+        while not stopping.wait(1.0):
+            if parent_pid is not None and os.getppid() != parent_pid:
+                break
+    finally:
+        roles.stop()
+
+
 @main.group()
 def db() -> None:
     """Database schema."""
@@ -198,6 +224,67 @@ def runbook_import(file: Any, workspace: str) -> None:
     except RunnerError as exc:
         raise _fail(exc) from exc
     click.echo(f"{result['key']} {result['name']} version {result['version']} ({result['status']})")
+
+
+# Exit codes of `job run --watch`, by how the job ended.
+JOB_EXIT_CODES = {"succeeded": 0, "failed": 1, "stopped": 3, "cancelled": 4}
+# Exit code when --timeout passes before the job ends.
+JOB_EXIT_STILL_RUNNING = 5
+
+
+def _parse_params(pairs: tuple[str, ...], schema: dict[str, Any]) -> dict[str, Any]:
+    """Turn k=v pairs into values: strings for string parameters, JSON (or else the text) otherwise."""
+    properties = (schema or {}).get("properties", {})
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--param")
+        if properties.get(name, {}).get("type") == "string":
+            values[name] = raw
+            continue
+        try:
+            values[name] = json.loads(raw)
+        except ValueError:
+            values[name] = raw
+    return values
+
+
+@main.group()
+def job() -> None:
+    """Jobs."""
+
+
+@job.command("run")
+@click.argument("key")
+@workspace_option
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE", help="A parameter value (repeatable).")
+@click.option("--watch", is_flag=True, help="Show each step live until the job ends; the exit code says how it ended.")
+@click.option("--timeout", type=float, default=None, help="With --watch: give up watching after this many seconds.")
+def job_run(key: str, workspace: str, params: tuple[str, ...], watch: bool, timeout: float | None) -> None:
+    """Start a job of runbook KEY (or name) as a person on this server, and optionally watch it.
+
+    Exit codes with --watch: 0 succeeded, 1 failed, 3 stopped by the system,
+    4 cancelled, 5 still running when --timeout passed.
+    """
+    from .engine import control
+    from .services import runbooks
+
+    rt = _runtime()
+    try:
+        actor = _local_actor(rt, workspace)
+        schema = runbooks.get(rt, actor, key)["parameters"]
+        started, _ = control.invoke(rt, actor, key, {"parameters": _parse_params(params, schema)}, idempotency_key=None,
+                                    trigger_kind="person", require_callable=False)
+    except RunnerError as exc:
+        raise _fail(exc) from exc
+    click.echo(started["uuid"])
+    if not watch:
+        return
+    from .watch import watch_job
+
+    status = watch_job(rt, actor, started["uuid"], timeout=timeout, echo=lambda line: click.echo(line, err=True))
+    sys.exit(JOB_EXIT_CODES.get(status, JOB_EXIT_STILL_RUNNING))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,9 +7,10 @@ transactions and row locks (``FOR UPDATE SKIP LOCKED``) where work is claimed.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
@@ -45,6 +46,10 @@ class Database:
             self._write_engine = self.engine
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = sessionmaker(self._write_engine, expire_on_commit=False)
+        # Called with the session just before each write transaction commits (e.g. fanning events out).
+        self.before_commit: list[Callable[[Session], None]] = []
+        # Called with the committed session's info after each write transaction (e.g. waking workers).
+        self.after_commit: list[Callable[[dict[str, Any]], None]] = []
 
     def _prepare_sqlite_path(self) -> None:
         database = self.url.database
@@ -53,12 +58,14 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """Yield a session for reading; nothing it does is committed."""
+        """Yield a session for reading; nothing it does is committed.
+
+        Closing (rather than rolling back) leaves the objects it loaded usable, detached.
+        """
         session = self._readers()
         try:
             yield session
         finally:
-            session.rollback()
             session.close()
 
     @contextmanager
@@ -67,12 +74,17 @@ class Database:
         session = self._writers()
         try:
             yield session
+            for callback in self.before_commit:
+                callback(session)
+            info = dict(session.info)
             session.commit()
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
+        for after in self.after_commit:
+            after(info)
 
     def ping(self) -> None:
         """Run a trivial query; raises when the store does not answer."""

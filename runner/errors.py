@@ -18,6 +18,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "Conflict",
+    "Gone",
     "IllegalTransition",
     "WrongEnvironment",
     "FieldError",
@@ -105,6 +106,14 @@ class Conflict(RunnerError):
     status = 409
     slug = "conflict"
     title = "Conflict"
+
+
+class Gone(RunnerError):
+    """The thing existed but was revoked or expired."""
+
+    status = 410
+    slug = "gone"
+    title = "Gone"
 
 
 class IllegalTransition(Conflict):

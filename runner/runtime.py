@@ -10,7 +10,11 @@ from .clock import Clock, SystemClock
 from .config import Settings
 from .db import Database
 
-__all__ = ["Runtime", "TTLCache"]
+__all__ = ["Runtime", "TTLCache", "JOBS_DUE", "DELIVERIES_DUE"]
+
+# Keys a write transaction sets in ``session.info`` so that workers of this process wake up after commit.
+JOBS_DUE = "rbm_jobs_due"
+DELIVERIES_DUE = "rbm_deliveries_due"
 
 
 class TTLCache:
@@ -52,9 +56,23 @@ class Runtime:
     db: Database
     clock: Clock = field(default_factory=SystemClock)
     tokens: TTLCache = field(init=False)
+    signals: dict[str, threading.Event] = field(init=False)
 
     def __post_init__(self) -> None:
+        from webhooks.fanout import CREATED_DELIVERIES, fan_out
+
         self.tokens = TTLCache(self.settings.token_cache_seconds)
+        self.signals = {JOBS_DUE: threading.Event(), DELIVERIES_DUE: threading.Event()}
+        if fan_out not in self.db.before_commit:
+            self.db.before_commit.append(fan_out)
+
+        def wake(info: dict[str, Any]) -> None:
+            if info.get(JOBS_DUE):
+                self.signals[JOBS_DUE].set()
+            if info.get(CREATED_DELIVERIES) or info.get(DELIVERIES_DUE):
+                self.signals[DELIVERIES_DUE].set()
+
+        self.db.after_commit.append(wake)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:

@@ -50,7 +50,10 @@ def settings(db_path: Path, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock()
+    """A clock that starts at the real time (so signatures verify) and moves only when told."""
+    from runner.clock import utcnow
+
+    return ManualClock(utcnow().replace(microsecond=0))
 
 
 @pytest.fixture

@@ -16,7 +16,10 @@ def compute_backoff(attempt: int, *, base: float, factor: float = 2.0, max_delay
     """
     if attempt < 1:
         raise ValueError(f"attempt must be at least 1, got {attempt!r}")
-    delay = min(max_delay, base * factor ** (attempt - 1))
+    try:
+        delay = min(max_delay, base * factor ** (attempt - 1))
+    except OverflowError:  # the exponential outgrew a float long after passing any cap
+        delay = max_delay if base > 0 else 0.0
     if jitter:
         spread = delay * jitter
         delay += (rng or random).uniform(-spread, spread)

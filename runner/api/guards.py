@@ -11,6 +11,8 @@ __all__ = ["init_app", "ENVIRONMENT_HEADER"]
 
 ENVIRONMENT_HEADER = "X-Runbook-Environment"
 API_PREFIX = "/api/v1"
+# Inbound webhook callers (CI systems, alerting tools) need not name the environment.
+INBOUND_PREFIX = "/api/v1/hooks/in/"
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
@@ -20,7 +22,7 @@ def check_environment() -> None:
     wanted = request.headers.get(ENVIRONMENT_HEADER)
     here = f"{settings.environment_label} ({settings.environment})"
     if wanted is None:
-        if settings.require_environment_header:
+        if settings.require_environment_header and not request.path.startswith(INBOUND_PREFIX):
             raise WrongEnvironment(
                 f"this runner serves {here} and requires the {ENVIRONMENT_HEADER} header naming the environment a request targets",
                 errors=[{"field": ENVIRONMENT_HEADER, "message": "missing", "value": None}],

@@ -11,7 +11,7 @@ from webhooks.outbound import OutboundPolicy
 from ..auth import Action, Actor, require, role_satisfies
 from ..errors import Conflict, Forbidden, IllegalTransition
 from ..models import Event, Job
-from ..runtime import Runtime
+from ..runtime import JOBS_DUE, Runtime
 from ..services.pagination import decode_cursor, encode_cursor
 from .driver import drive
 from .invoke import JobRequest, Trigger, create_job
@@ -114,10 +114,12 @@ def _settle(rt: Runtime, machine: Machine) -> None:
     job = machine.job
     if job.lease_until is not None and job.lease_until >= machine.now:
         job.next_run_at = machine.now
+        machine.session.info[JOBS_DUE] = True
         return
     outcome = machine.run()
     if isinstance(outcome, NeedsCall) or (isinstance(outcome, Blocked) and outcome.child_uuid):
         job.next_run_at = machine.now
+        machine.session.info[JOBS_DUE] = True
 
 
 def _act(rt: Runtime, actor: Actor, job_uuid: str, apply: Any) -> dict[str, Any]:

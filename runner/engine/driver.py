@@ -23,13 +23,13 @@ log = logging.getLogger(__name__)
 def claim(rt: Runtime, worker_id: str, limit: int) -> list[str]:
     """Lease up to ``limit`` jobs that are due; every due job is leased by one worker at a time."""
     now = rt.clock.now()
+    due = (Job.next_run_at <= now, or_(Job.lease_until.is_(None), Job.lease_until < now))
+    with rt.db.read() as session:
+        # A cheap look first, so idle workers do not queue for the write lock.
+        if session.scalar(select(Job.id).where(*due).limit(1)) is None:
+            return []
     with rt.db.write() as session:
-        query = (
-            select(Job.id, Job.uuid)
-            .where(Job.next_run_at <= now, or_(Job.lease_until.is_(None), Job.lease_until < now))
-            .order_by(Job.next_run_at)
-            .limit(limit)
-        )
+        query = select(Job.id, Job.uuid).where(*due).order_by(Job.next_run_at).limit(limit)
         if rt.db.is_postgres:
             query = query.with_for_update(skip_locked=True)
         rows = session.execute(query).all()

@@ -6,9 +6,34 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from webhooks.fanout import PENDING_EVENTS
+
 from ..models import Event, Job
 
-__all__ = ["emit", "emit_workspace", "job_data"]
+__all__ = ["emit", "emit_workspace", "job_data", "EVENT_TYPES"]
+
+# Every event type the runner writes, with what it means (subscriptions and the feed filter on these).
+EVENT_TYPES: dict[str, str] = {
+    "job.created": "a job was created (queued)",
+    "runbook.invoked": "a runbook was invoked: the Runbook Action trigger's event, with the parameters",
+    "job.started": "the job began its first step",
+    "job.waiting": "the job waits for an operator, an approval, a child job, a timer or a delivery",
+    "job.running": "the job continues after waiting",
+    "job.pause_requested": "a person asked the job to pause at the next step boundary",
+    "job.pause_withdrawn": "a pause request was withdrawn before it took effect",
+    "job.paused": "the job paused at a step boundary",
+    "job.resumed": "the job resumed after a pause",
+    "job.step_overdue": "a step runs longer than its estimate times the overdue factor",
+    "job.succeeded": "the job finished every step",
+    "job.failed": "a person marked a step failed",
+    "job.cancelled": "a person (or the job's parent) aborted the job",
+    "job.stopped_by_system": "the system stopped the job; carries stop_reason and message",
+    "step.started": "a step began",
+    "step.completed": "a step was done, skipped or failed",
+    "step.retrying": "an http step attempt failed and will be retried",
+    "step.approved": "a step was approved",
+    "subscription.disabled": "a subscription was disabled after repeated failures, or removed after 410 Gone",
+}
 
 
 def job_data(job: Job) -> dict[str, Any]:
@@ -41,6 +66,7 @@ def emit(session: Session, job: Job, type_: str, now: datetime, **extra: Any) ->
         created_at=now,
     )
     session.add(event)
+    session.info.setdefault(PENDING_EVENTS, []).append(event)
     return event
 
 
@@ -50,4 +76,5 @@ def emit_workspace(session: Session, workspace_id: int, type_: str, now: datetim
     event = Event(workspace_id=workspace_id, job_id=None, seq=None, type=type_, runbook_key=runbook_key,
                   payload=payload, created_at=now)
     session.add(event)
+    session.info.setdefault(PENDING_EVENTS, []).append(event)
     return event

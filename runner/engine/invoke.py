@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidInput, NotFound, RunnerError
 from ..models import Job, Runbook, RunbookStatus, RunbookVersion
-from ..runtime import Runtime
+from ..runtime import JOBS_DUE, Runtime
 from ..services import audit
 from ..services.params import validate_values
 from ..services.runbooks import KEY_RE
@@ -173,6 +173,7 @@ def _new_job(rt: Runtime, session: Session, *, runbook: Runbook, version_id: int
     )
     session.add(job)
     session.flush()
+    session.info[JOBS_DUE] = True
     emit(session, job, "job.created", now)
     emit(session, job, "runbook.invoked", now, parameters=parameters)
     audit.record(session, rt.clock, workspace_id=job.workspace_id, actor=trigger.actor, action="job.create", target=job_uuid,

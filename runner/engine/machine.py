@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 
 from webhooks.backoff import compute_backoff
 from webhooks.classify import Verdict, classify_response
+from webhooks.fanout import describe_target, flow_delivery_state
 
 from .. import metrics
 from ..errors import RunnerError
-from ..models import Job, Runbook, RunbookStatus, StepEvent
-from ..runtime import Runtime
+from ..models import Job, Runbook, RunbookStatus, StepEvent, Subscription
+from ..runtime import JOBS_DUE, Runtime
 from ..services import audit
 from ..services.params import render, render_value
 from .events import emit
@@ -223,16 +224,18 @@ class Machine:
             self.move(JobStatus.RUNNING)
             self.job.waiting_for = None
 
-    def wait_for(self, what: Waiting, ev: StepEvent, *, wake: datetime | None = None) -> Blocked:
-        """Park the job until an operator, an approval, a child or a timer moves it."""
+    def wait_for(self, what: Waiting, ev: StepEvent | None, *, wake: datetime | None = None) -> Blocked:
+        """Park the job until an operator, an approval, a child, a timer or a delivery moves it."""
         job = self.job
+        where = {"step": self._step_ref(ev.order)} if ev is not None else {}
         if self.status is JobStatus.RUNNING:
             job.waiting_for = what.value
-            self.move(JobStatus.WAITING, waiting_for=what.value, step=self._step_ref(ev.order))
+            self.move(JobStatus.WAITING, waiting_for=what.value, **where)
         elif job.waiting_for != what.value:
             job.waiting_for = what.value
-            self.emit("job.waiting", waiting_for=what.value, step=self._step_ref(ev.order))
-        ev.status = StepStatus.WAITING.value
+            self.emit("job.waiting", waiting_for=what.value, **where)
+        if ev is not None:
+            ev.status = StepStatus.WAITING.value
         job.next_run_at = self.wake_time(wake)
         return Blocked()
 
@@ -283,6 +286,17 @@ class Machine:
         metrics.STEPS_EXECUTED.labels(self.step(ev.order)["action"]["type"], status.value).inc()
 
     def _finish_steps(self) -> Any:
+        if not self.steps:
+            state, delivery = flow_delivery_state(self.session, self.job)
+            if state == "pending":
+                return self.wait_for(Waiting.DELIVERY, None)
+            if state == "failed":
+                subscription = self.session.get(Subscription, delivery.subscription_id)
+                last = f"HTTP {delivery.last_status}" if delivery.last_status else (delivery.last_error or "no answer")
+                self.stop(StopReason.DELIVERY_FAILED,
+                          f"the flow subscribed to {self.job.runbook_key} at {describe_target(subscription)} did not acknowledge "
+                          f"job {self.job.uuid} ({delivery.status} after {delivery.attempts} attempts; last: {last})")
+                return None
         self._ensure_running()
         self.finish(JobStatus.SUCCEEDED, EndedBy.PERSON if self.actor else EndedBy.SYSTEM)
         return None
@@ -324,6 +338,7 @@ class Machine:
                 update(Job).where(Job.uuid == job.parent_job_uuid, Job.status == JobStatus.WAITING.value,
                                   Job.waiting_for == Waiting.CHILD.value).values(next_run_at=self.now)
             )
+            self.session.info[JOBS_DUE] = True
         if target is not JobStatus.SUCCEEDED:
             self._end_children(StopReason.PARENT_ABORTED if ended_by is EndedBy.PERSON and target is JobStatus.CANCELLED
                                else StopReason.PARENT_ENDED)

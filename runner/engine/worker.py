@@ -9,7 +9,7 @@ import uuid
 
 from webhooks.outbound import OutboundPolicy
 
-from ..runtime import Runtime
+from ..runtime import JOBS_DUE, Runtime
 from .driver import claim, drive
 
 __all__ = ["JobWorker", "new_worker_id"]
@@ -32,7 +32,6 @@ class JobWorker:
         self.threads = threads or rt.settings.worker_threads
         self.policy = policy or OutboundPolicy.from_setting(rt.settings.outbound_allowlist)
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def run_once(self, limit: int | None = None) -> int:
@@ -68,12 +67,9 @@ class JobWorker:
             for job_uuid in uuids:
                 self._drive(job_uuid)
             if not uuids:
-                self._wake.wait(self.rt.settings.poll_interval)
-                self._wake.clear()
-
-    def wake(self) -> None:
-        """Look for work now instead of at the next poll."""
-        self._wake.set()
+                signal = self.rt.signals[JOBS_DUE]
+                signal.wait(self.rt.settings.poll_interval)
+                signal.clear()
 
     def start(self) -> None:
         """Start the worker threads."""
@@ -85,7 +81,7 @@ class JobWorker:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the steps under way finish."""
         self._stop.set()
-        self._wake.set()
+        self.rt.signals[JOBS_DUE].set()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()

@@ -1,5 +1,6 @@
 """The runner's tables."""
 from .base import Base
+from .hooks import Delivery, DeliveryAttempt, InboundMessage, InboundWebhook, Subscription
 from .job import Event, Job, StepEvent
 from .runbook import Runbook, RunbookStatus, RunbookVersion
 from .tenancy import ApiToken, AuditEntry, Workspace
@@ -15,4 +16,9 @@ __all__ = [
     "Job",
     "StepEvent",
     "Event",
+    "Subscription",
+    "Delivery",
+    "DeliveryAttempt",
+    "InboundWebhook",
+    "InboundMessage",
 ]

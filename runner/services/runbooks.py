@@ -430,6 +430,11 @@ def import_runbook(rt: Runtime, actor: Actor, data: dict[str, Any]) -> dict[str,
         )
         return create(rt, actor, body, source="import:text", audit_detail={"imported_steps": len(body["steps"])})
     bundle = data["bundle"]
+    if not isinstance(bundle, dict):
+        raise InvalidInput(
+            f"bundle must be a JSON object exported by 'runbook-manager runbook export', got {type(bundle).__name__}",
+            errors=[{"field": "bundle", "message": "not a runbook bundle", "value": None}],
+        )
     if bundle.get("format") != BUNDLE_FORMAT or bundle.get("format_version") != BUNDLE_FORMAT_VERSION:
         raise InvalidInput(
             f"bundle.format must be {BUNDLE_FORMAT!r} version {BUNDLE_FORMAT_VERSION}, got {bundle.get('format')!r} version {bundle.get('format_version')!r}",
@@ -437,6 +442,9 @@ def import_runbook(rt: Runtime, actor: Actor, data: dict[str, Any]) -> dict[str,
         )
     body = _load_body(bundle.get("runbook"), "bundle.runbook")
     origin = bundle.get("exported_from") or {}
+    if not isinstance(origin, dict):
+        raise InvalidInput(f"bundle.exported_from must be an object, got {origin!r}",
+                           errors=[{"field": "bundle.exported_from", "message": "not an object", "value": origin}])
     source = f"import:{origin.get('environment', 'unknown')}/{origin.get('key', '?')}@v{origin.get('version', '?')}"
     name = data.get("name") or body.get("name")
     if name:

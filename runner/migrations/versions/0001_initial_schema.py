@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 11:52:27.814170
+Create Date: 2026-11-22 11:57:09.750565
 """
 from __future__ import annotations
 
@@ -90,6 +90,48 @@ def upgrade() -> None:
     with op.batch_alter_table('runbooks', schema=None) as batch_op:
         batch_op.create_index('ix_runbooks_workspace_id_status', ['workspace_id', 'status'], unique=False)
 
+    op.create_table('subscriptions',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('workspace_id', sa.Integer(), nullable=False),
+    sa.Column('event_types', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('runbooks', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('target_url', sa.String(length=2048), nullable=False),
+    sa.Column('secret', sa.String(length=80), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('expires_at', runner.models.base.UTCDateTime(), nullable=True),
+    sa.Column('failure_streak', sa.Integer(), nullable=False),
+    sa.Column('created_at', runner.models.base.UTCDateTime(), nullable=False),
+    sa.Column('created_by', sa.String(length=120), nullable=False),
+    sa.Column('disabled_at', runner.models.base.UTCDateTime(), nullable=True),
+    sa.Column('disabled_reason', sa.Text(), nullable=True),
+    sa.Column('deleted_at', runner.models.base.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['workspace_id'], ['workspaces.id'], name=op.f('fk_subscriptions_workspace_id_workspaces'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_subscriptions'))
+    )
+    with op.batch_alter_table('subscriptions', schema=None) as batch_op:
+        batch_op.create_index('ix_subscriptions_workspace_id_status', ['workspace_id', 'status'], unique=False)
+
+    op.create_table('inbound_webhooks',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('workspace_id', sa.Integer(), nullable=False),
+    sa.Column('runbook_id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('prefix', sa.String(length=24), nullable=False),
+    sa.Column('require_signature', sa.Boolean(), nullable=False),
+    sa.Column('secret', sa.String(length=80), nullable=True),
+    sa.Column('created_at', runner.models.base.UTCDateTime(), nullable=False),
+    sa.Column('created_by', sa.String(length=120), nullable=False),
+    sa.Column('expires_at', runner.models.base.UTCDateTime(), nullable=True),
+    sa.Column('revoked_at', runner.models.base.UTCDateTime(), nullable=True),
+    sa.Column('last_used_at', runner.models.base.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['runbook_id'], ['runbooks.id'], name=op.f('fk_inbound_webhooks_runbook_id_runbooks'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['workspace_id'], ['workspaces.id'], name=op.f('fk_inbound_webhooks_workspace_id_workspaces'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_inbound_webhooks')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_inbound_webhooks_token_hash'))
+    )
+    with op.batch_alter_table('inbound_webhooks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_inbound_webhooks_runbook_id'), ['runbook_id'], unique=False)
+
     op.create_table('runbook_versions',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('runbook_id', sa.Integer(), nullable=False),
@@ -101,6 +143,16 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['runbook_id'], ['runbooks.id'], name=op.f('fk_runbook_versions_runbook_id_runbooks'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_runbook_versions')),
     sa.UniqueConstraint('runbook_id', 'version', name=op.f('uq_runbook_versions_runbook_id'))
+    )
+    op.create_table('inbound_messages',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('webhook_id', sa.String(length=40), nullable=False),
+    sa.Column('message_id', sa.String(length=200), nullable=False),
+    sa.Column('received_at', runner.models.base.UTCDateTime(), nullable=False),
+    sa.Column('job_uuid', sa.String(length=36), nullable=True),
+    sa.ForeignKeyConstraint(['webhook_id'], ['inbound_webhooks.id'], name=op.f('fk_inbound_messages_webhook_id_inbound_webhooks'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_inbound_messages')),
+    sa.UniqueConstraint('webhook_id', 'message_id', name=op.f('uq_inbound_messages_webhook_id'))
     )
     op.create_table('jobs',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -193,11 +245,61 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_step_events')),
     sa.UniqueConstraint('job_id', 'order', name=op.f('uq_step_events_job_id'))
     )
+    op.create_table('deliveries',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('workspace_id', sa.Integer(), nullable=False),
+    sa.Column('subscription_id', sa.String(length=40), nullable=False),
+    sa.Column('event_id', sa.Integer(), nullable=False),
+    sa.Column('event_type', sa.String(length=40), nullable=False),
+    sa.Column('job_id', sa.Integer(), nullable=True),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', runner.models.base.UTCDateTime(), nullable=True),
+    sa.Column('lease_owner', sa.String(length=120), nullable=True),
+    sa.Column('lease_until', runner.models.base.UTCDateTime(), nullable=True),
+    sa.Column('last_status', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created_at', runner.models.base.UTCDateTime(), nullable=False),
+    sa.Column('completed_at', runner.models.base.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_deliveries_event_id_events'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['subscription_id'], ['subscriptions.id'], name=op.f('fk_deliveries_subscription_id_subscriptions'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['workspace_id'], ['workspaces.id'], name=op.f('fk_deliveries_workspace_id_workspaces'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_deliveries')),
+    sa.UniqueConstraint('subscription_id', 'event_id', name=op.f('uq_deliveries_subscription_id'))
+    )
+    with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.create_index('ix_deliveries_due', ['next_attempt_at'], unique=False)
+        batch_op.create_index('ix_deliveries_event_id', ['event_id'], unique=False)
+
+    op.create_table('delivery_attempts',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('delivery_id', sa.String(length=40), nullable=False),
+    sa.Column('attempted_at', runner.models.base.UTCDateTime(), nullable=False),
+    sa.Column('status_code', sa.Integer(), nullable=True),
+    sa.Column('latency_ms', sa.Double(), nullable=False),
+    sa.Column('outcome', sa.String(length=16), nullable=False),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('response_excerpt', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['delivery_id'], ['deliveries.id'], name=op.f('fk_delivery_attempts_delivery_id_deliveries'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_delivery_attempts'))
+    )
+    with op.batch_alter_table('delivery_attempts', schema=None) as batch_op:
+        batch_op.create_index('ix_delivery_attempts_delivery_id', ['delivery_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('delivery_attempts', schema=None) as batch_op:
+        batch_op.drop_index('ix_delivery_attempts_delivery_id')
+
+    op.drop_table('delivery_attempts')
+    with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_deliveries_event_id')
+        batch_op.drop_index('ix_deliveries_due')
+
+    op.drop_table('deliveries')
     op.drop_table('step_events')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_workspace_id_id')
@@ -211,7 +313,16 @@ def downgrade() -> None:
         batch_op.drop_index('ix_jobs_next_run_at', postgresql_where=sa.text('next_run_at IS NOT NULL'), sqlite_where=sa.text('next_run_at IS NOT NULL'))
 
     op.drop_table('jobs')
+    op.drop_table('inbound_messages')
     op.drop_table('runbook_versions')
+    with op.batch_alter_table('inbound_webhooks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_inbound_webhooks_runbook_id'))
+
+    op.drop_table('inbound_webhooks')
+    with op.batch_alter_table('subscriptions', schema=None) as batch_op:
+        batch_op.drop_index('ix_subscriptions_workspace_id_status')
+
+    op.drop_table('subscriptions')
     with op.batch_alter_table('runbooks', schema=None) as batch_op:
         batch_op.drop_index('ix_runbooks_workspace_id_status')
 

@@ -1,0 +1,282 @@
+"""The HTTP contract: problem+json errors, body limits, environments, OpenAPI and health."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from openapi_spec_validator import validate
+
+from runner import create_app
+from runner.config import Settings
+from runner.runtime import Runtime
+from tests.conftest import Api, problem
+from tests.runner.helpers import create_runbook, runbook_body
+
+ENVIRONMENT_HEADER = "X-Runbook-Environment"
+
+
+@pytest.fixture
+def make_app(settings: Settings, clock) -> Iterator[Any]:
+    """Build an app on the test database with some settings changed: ``make_app(max_body_bytes=512)``."""
+    runtimes: list[Runtime] = []
+
+    def build(**overrides: Any) -> Flask:
+        runtime = Runtime.from_settings(dataclasses.replace(settings, **overrides), clock=clock)
+        runtimes.append(runtime)
+        return create_app(runtime=runtime)
+
+    yield build
+    for runtime in runtimes:
+        runtime.db.dispose()
+
+
+def _with_app(app: Flask, api: Api) -> Api:
+    """The same token, sent to another app."""
+    return Api(app.test_client(), api.slug, api.token)
+
+
+# --- errors are problem+json ---------------------------------------------------------------------
+
+
+def test_malformed_json_is_400(api):
+    response = api.post("/runbooks", data='{"title": "Restart', content_type="application/json")
+
+    body = problem(response)
+    assert response.status_code == 400
+    assert body["type"] == "/problems/malformed-request"
+    assert body["errors"] == [{"field": "body", "message": "invalid JSON", "value": None}]
+    assert api.get("/runbooks").get_json()["items"] == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+def test_body_that_is_not_json_is_415(api, content_type):
+    response = api.post("/runbooks", data="title=Restart", content_type=content_type)
+
+    body = problem(response)
+    assert response.status_code == 415
+    assert content_type.split(";")[0] in body["detail"]
+    assert body["errors"][0]["field"] == "Content-Type"
+
+
+def test_body_over_the_size_limit_is_413_and_changes_nothing(make_app, api):
+    small = _with_app(make_app(max_body_bytes=512), api)
+    big = runbook_body(description="x" * 600)
+
+    response = small.post("/runbooks", json=big)
+
+    body = problem(response)
+    assert response.status_code == 413
+    assert "512" in body["detail"]
+    assert small.get("/runbooks").get_json()["items"] == []
+    assert small.post("/runbooks", json=runbook_body()).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "value"),
+    [
+        ({**runbook_body(), "colour": "blue"}, "colour", "blue"),
+        ({**runbook_body(), "steps": [{"title": "Reboot", "colour": "red"}]}, "steps.0.colour", "red"),
+        ({**runbook_body(), "steps": [{"title": "Reboot", "action": {"type": "wait", "seconds": 5, "url": "http://x"}}]},
+         "steps.0.action.url", "http://x"),
+    ],
+)
+def test_unknown_field_is_422_naming_the_field_and_value(api, payload, field, value):
+    response = api.post("/runbooks", json=payload)
+
+    body = problem(response)
+    assert response.status_code == 422
+    assert body["type"] == "/problems/invalid-input"
+    assert field in body["detail"]
+    assert {"field": field, "value": value} == {k: v for k, v in body["errors"][0].items() if k != "message"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"title": 5}, "title"),
+        ({"title": "   "}, "title"),
+        ({}, "title"),
+        ({"title": "Reboot", "steps": "1. Reboot"}, "steps"),
+        ({"title": "Reboot", "callable": "maybe"}, "callable"),
+        ({"title": "Reboot", "steps": [{"title": "Reboot", "est_minutes": "soon"}]}, "steps.0.est_minutes"),
+        ({"title": "Reboot", "steps": [{"title": "Reboot", "owner_role": "janitor"}]}, "steps.0.owner_role"),
+        ({"title": "Reboot", "steps": [{"title": "Reboot", "order": 2}]}, "steps.0.order"),
+        ({"title": "Reboot", "steps": [{"title": "Call", "action": {"type": "http"}}]}, "steps.0.action.url"),
+        ({"title": "Reboot", "environments": ["mars"]}, "environments"),
+        ({"title": "Reboot", "name": "Not A Slug"}, "name"),
+    ],
+)
+def test_wrong_type_or_value_is_422_naming_the_field(api, payload, field):
+    response = api.post("/runbooks", json=payload)
+
+    body = problem(response)
+    assert response.status_code == 422
+    assert field in [e["field"] for e in body["errors"]], body["errors"]
+    assert api.get("/runbooks").get_json()["items"] == []
+
+
+def test_json_that_is_not_an_object_is_422(api):
+    response = api.post("/runbooks", data=json.dumps(["Reboot"]), content_type="application/json")
+
+    assert problem(response)["status"] == 422
+
+
+def test_unknown_runbook_key_is_404(api):
+    body = problem(api.patch("/runbooks/RB-04242", json={"title": "Nothing"}))
+
+    assert body["status"] == 404
+    assert body["type"] == "/problems/not-found"
+    assert "RB-04242" in body["detail"]
+
+
+def test_bad_cursor_is_400(api):
+    body = problem(api.get("/audit?cursor=bm90LWEtY3Vyc29y"))
+
+    assert body["status"] == 400
+    assert body["errors"][0]["field"] == "cursor"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nothing-here", "/api/v1/ws/acme/runbooks/RB-00001/nothing", "/nothing"])
+def test_unknown_route_is_404_problem(api, path):
+    body = problem(api.get(path))
+
+    assert body["status"] == 404
+    assert body["errors"] == []
+
+
+def test_wrong_method_is_405_problem_with_allow(api):
+    response = api.delete("/runbooks")
+
+    body = problem(response)
+    assert response.status_code == 405
+    assert body["type"] == "/problems/method-not-allowed"
+    assert {"GET", "POST"} <= {m.strip() for m in response.headers["Allow"].split(",")}
+
+
+def test_problem_type_is_described_at_its_uri(api, client):
+    body = problem(api.get("/runbooks/RB-00404"))
+
+    described = client.get(body["type"])
+
+    assert described.status_code == 200
+    assert described.get_json()["status"] == 404
+
+
+# --- environments --------------------------------------------------------------------------------
+
+
+def test_environment_says_which_environment_the_runner_serves(client):
+    response = client.get("/api/v1/environment")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["id"], body["label"]) == ("eu-qa", "EU QA")
+    assert {"id": "eu-production", "label": "EU Production"} in body["known"]
+
+
+def test_request_for_another_environment_is_421_naming_both(api):
+    response = api.get("/runbooks", headers={ENVIRONMENT_HEADER: "eu-production"})
+
+    body = problem(response)
+    assert response.status_code == 421
+    for name in ("EU QA", "eu-qa", "EU Production", "eu-production"):
+        assert name in body["detail"]
+    assert (body["runner_environment"], body["requested_environment"]) == ("eu-qa", "eu-production")
+
+
+def test_write_for_another_environment_is_421_and_changes_nothing(api):
+    response = api.post("/runbooks", json=runbook_body(), headers={ENVIRONMENT_HEADER: "eu-production"})
+
+    assert problem(response)["status"] == 421
+    assert api.get("/runbooks").get_json()["items"] == []
+
+
+def test_request_for_an_unknown_environment_is_421(api):
+    response = api.get("/runbooks", headers={ENVIRONMENT_HEADER: "mars-1"})
+
+    body = problem(response)
+    assert response.status_code == 421
+    assert "'mars-1'" in body["detail"]
+    assert "EU QA (eu-qa)" in body["detail"]
+
+
+def test_request_for_this_environment_passes(api):
+    create_runbook(api)
+
+    response = api.get("/runbooks", headers={ENVIRONMENT_HEADER: "eu-qa"})
+
+    assert response.status_code == 200
+    assert len(response.get_json()["items"]) == 1
+
+
+def test_required_environment_header_missing_is_421(make_app, api):
+    strict = _with_app(make_app(require_environment_header=True), api)
+
+    response = strict.get("/runbooks")
+
+    body = problem(response)
+    assert response.status_code == 421
+    assert ENVIRONMENT_HEADER in body["detail"]
+    assert strict.get("/runbooks", headers={ENVIRONMENT_HEADER: "eu-qa"}).status_code == 200
+
+
+# --- OpenAPI and health --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spec(client) -> dict[str, Any]:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_openapi_document_is_valid(spec):
+    validate(spec)
+
+
+def test_openapi_documents_bearer_auth_and_the_runbook_routes(spec):
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
+    assert spec["security"] == [{"bearerAuth": []}]
+    paths = spec["paths"]
+    for path, methods in {
+        "/api/v1/ws/{ws}/runbooks": {"get", "post"},
+        "/api/v1/ws/{ws}/runbooks/{key}": {"get", "patch"},
+        "/api/v1/ws/{ws}/runbooks/{key}/publish": {"post"},
+        "/api/v1/ws/{ws}/runbooks/{key}/unpublish": {"post"},
+        "/api/v1/ws/{ws}/runbooks/{key}/archive": {"post"},
+        "/api/v1/ws/{ws}/runbooks/{key}/versions": {"get", "post"},
+        "/api/v1/ws/{ws}/runbooks/{key}/versions/{number}": {"get"},
+        "/api/v1/ws/{ws}/runbooks/{key}/diff": {"get"},
+        "/api/v1/ws/{ws}/runbooks/import": {"post"},
+        "/api/v1/environment": {"get"},
+    }.items():
+        assert path in paths, sorted(paths)
+        assert methods <= set(paths[path]), (path, sorted(paths[path]))
+
+
+def test_healthz_is_200(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "ok"
+
+
+def test_readyz_is_200_on_a_migrated_database(client):
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "ready"
+
+
+def test_readyz_is_503_on_a_database_without_schema(make_app, tmp_path):
+    app = make_app(database_url=f"sqlite:///{tmp_path / 'empty.db'}")
+
+    response = app.test_client().get("/readyz")
+
+    body = problem(response)
+    assert response.status_code == 503
+    assert "db upgrade" in body["detail"]

@@ -1,0 +1,271 @@
+"""The delivery worker: claims due deliveries, POSTs them signed, records every attempt, retries with backoff.
+
+Failures are recorded and retried, never raised into the caller (a failed
+delivery never breaks a job). This module uses the runner's models; the pure
+signing and classifying it relies on do not.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from sqlalchemy import or_, select, update
+
+from runner import metrics
+from runner.engine.events import emit_workspace
+from runner.engine.worker import new_worker_id
+from runner.models import Delivery, DeliveryAttempt, Event, Subscription
+from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
+
+from .backoff import compute_backoff
+from .classify import Verdict, classify_response
+from .fanout import ACTIVE, describe_target, wake_flow_job
+from .outbound import OutboundPolicy, OutboundRefused
+from .signing import signed_headers
+
+__all__ = ["DeliveryWorker", "claim_deliveries", "send_delivery", "delivery_body"]
+
+log = logging.getLogger(__name__)
+
+# Bytes of a receiver's answer kept with each attempt.
+EXCERPT_BYTES = 512
+# Jitter of delivery retry delays (fraction of the delay).
+DEFAULT_DELIVERY_JITTER = 0.2
+USER_AGENT = "runbook-manager-webhooks/1"
+
+_local = threading.local()
+
+
+def _http() -> requests.Session:
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+        session.trust_env = False
+    return session
+
+
+def delivery_body(event: Event) -> bytes:
+    """The JSON a subscriber receives for an event (Standard Webhooks shape: type, timestamp, data)."""
+    return json.dumps(
+        {"type": event.type, "timestamp": event.created_at.isoformat().replace("+00:00", "Z"), "event_id": event.id, "data": event.payload},
+        separators=(",", ":"), default=str,
+    ).encode()
+
+
+def claim_deliveries(rt: Runtime, worker_id: str, limit: int) -> list[str]:
+    """Lease up to ``limit`` due deliveries; each is leased by one worker at a time."""
+    now = rt.clock.now()
+    due = (Delivery.next_attempt_at <= now, Delivery.status == "pending",
+           or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
+    with rt.db.read() as session:
+        if session.scalar(select(Delivery.id).where(*due).limit(1)) is None:
+            return []
+    with rt.db.write() as session:
+        query = select(Delivery.id).where(*due).order_by(Delivery.next_attempt_at).limit(limit)
+        if rt.db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        ids = list(session.scalars(query))
+        if ids:
+            lease = now + timedelta(seconds=rt.settings.lease_seconds + 2 * rt.settings.delivery_timeout)
+            session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(lease_owner=worker_id, lease_until=lease))
+    return ids
+
+
+@dataclass
+class _Outcome:
+    status: int | None = None
+    headers: dict[str, str] | None = None
+    excerpt: str | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, policy: OutboundPolicy) -> _Outcome:
+    try:
+        policy.check(url)
+    except OutboundRefused as exc:
+        return _Outcome(error=f"refused: {exc}")
+    started = time.perf_counter()
+    try:
+        response = _http().post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+    except requests.Timeout:
+        return _Outcome(error=f"timed out after {timeout:g}s", latency_ms=(time.perf_counter() - started) * 1000)
+    except requests.RequestException as exc:
+        return _Outcome(error=f"{exc.__class__.__name__}: {exc}", latency_ms=(time.perf_counter() - started) * 1000)
+    latency = (time.perf_counter() - started) * 1000
+    return _Outcome(status=response.status_code, headers=dict(response.headers), excerpt=response.text[:EXCERPT_BYTES], latency_ms=latency)
+
+
+def send_delivery(rt: Runtime, delivery_id: str, worker_id: str, policy: OutboundPolicy) -> str | None:
+    """Make one attempt of a leased delivery and record it; return the delivery's new status."""
+    with rt.db.read() as session:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None or delivery.lease_owner != worker_id or delivery.status != "pending":
+            return None
+        subscription = session.get(Subscription, delivery.subscription_id)
+        event = session.get(Event, delivery.event_id)
+        target, secret = subscription.target_url, subscription.secret
+        live = subscription.status == ACTIVE and subscription.deleted_at is None
+        body = delivery_body(event)
+    if not live:
+        return _cancel(rt, delivery_id, "the subscription is no longer active")
+    timestamp = int(rt.clock.now().timestamp())
+    headers = {
+        **signed_headers(secret, delivery_id, body, timestamp=timestamp),
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Runbook-Environment": rt.settings.environment,
+    }
+    outcome = _post(target, body, headers, rt.settings.delivery_timeout, policy)
+    return _record(rt, delivery_id, worker_id, outcome)
+
+
+def _cancel(rt: Runtime, delivery_id: str, why: str) -> str:
+    with rt.db.write() as session:
+        delivery = session.get(Delivery, delivery_id)
+        delivery.status = "cancelled"
+        delivery.last_error = why
+        delivery.next_attempt_at = None
+        delivery.lease_owner = delivery.lease_until = None
+        delivery.completed_at = rt.clock.now()
+        wake_flow_job(session, delivery, rt.clock.now())
+        session.info[JOBS_DUE] = True
+    return "cancelled"
+
+
+def _record(rt: Runtime, delivery_id: str, worker_id: str, outcome: _Outcome) -> str | None:
+    settings = rt.settings
+    with rt.db.write() as session:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None or delivery.lease_owner != worker_id or delivery.status != "pending":
+            return None
+        now = rt.clock.now()
+        subscription = session.get(Subscription, delivery.subscription_id)
+        verdict = classify_response(outcome.status, outcome.headers, error=outcome.error)
+        delivery.attempts += 1
+        delivery.last_status = outcome.status
+        delivery.last_error = outcome.error
+        delivery.lease_owner = delivery.lease_until = None
+        session.add(DeliveryAttempt(delivery_id=delivery.id, attempted_at=now, status_code=outcome.status, latency_ms=round(outcome.latency_ms, 1),
+                                    outcome=verdict.verdict.value, error=outcome.error, response_excerpt=outcome.excerpt))
+        metrics.DELIVERY_ATTEMPTS.labels(verdict.verdict.value).inc()
+        if verdict.verdict is Verdict.SUCCESS:
+            delivery.status = "succeeded"
+            delivery.next_attempt_at = None
+            delivery.completed_at = now
+            subscription.failure_streak = 0
+        elif verdict.verdict is Verdict.GONE:
+            delivery.status = "gone"
+            delivery.next_attempt_at = None
+            delivery.completed_at = now
+            _end_subscription(session, subscription, now, deleted=True, reason=f"{describe_target(subscription)} answered 410 Gone")
+        elif delivery.attempts < settings.delivery_max_attempts:
+            delay = compute_backoff(delivery.attempts, base=settings.delivery_backoff_base, max_delay=settings.delivery_backoff_max,
+                                    jitter=DEFAULT_DELIVERY_JITTER)
+            if verdict.retry_after is not None:
+                delay = max(delay, min(verdict.retry_after, settings.delivery_backoff_max))
+            delivery.next_attempt_at = now + timedelta(seconds=delay)
+        else:
+            delivery.status = "failed"
+            delivery.next_attempt_at = None
+            delivery.completed_at = now
+            subscription.failure_streak += 1
+            if subscription.failure_streak >= settings.subscription_failure_limit and subscription.status == ACTIVE:
+                _end_subscription(session, subscription, now, deleted=False,
+                                  reason=f"{subscription.failure_streak} deliveries in a row failed for good; last: {verdict.reason}")
+        if delivery.status != "pending":
+            wake_flow_job(session, delivery, now)
+            session.info[JOBS_DUE] = True
+        return delivery.status
+
+
+def _end_subscription(session: Any, subscription: Subscription, now: datetime, *, deleted: bool, reason: str) -> None:
+    """Disable (or, after 410 Gone, remove) a subscription and give up its pending deliveries."""
+    if deleted:
+        subscription.deleted_at = now
+        subscription.status = "deleted"
+    else:
+        subscription.status = "disabled"
+    subscription.disabled_at = now
+    subscription.disabled_reason = reason
+    pending = list(session.scalars(select(Delivery).where(Delivery.subscription_id == subscription.id, Delivery.status == "pending")))
+    for other in pending:
+        other.status = "cancelled"
+        other.last_error = f"subscription {subscription.status}: {reason}"
+        other.next_attempt_at = None
+        other.completed_at = now
+        wake_flow_job(session, other, now)
+    emit_workspace(session, subscription.workspace_id, "subscription.disabled", now,
+                   {"subscription": {"id": subscription.id, "target_url": subscription.target_url, "status": subscription.status},
+                    "reason": reason})
+
+
+class DeliveryWorker:
+    """Claim and send due deliveries, from tests (``run_until_idle``) or threads (``start``)."""
+
+    def __init__(self, rt: Runtime, *, worker_id: str | None = None, threads: int | None = None,
+                 policy: OutboundPolicy | None = None) -> None:
+        self.rt = rt
+        self.worker_id = worker_id or new_worker_id("delivery")
+        self.threads = threads or rt.settings.delivery_threads
+        self.policy = policy or OutboundPolicy.from_setting(rt.settings.outbound_allowlist)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def run_once(self, limit: int | None = None) -> int:
+        """Claim up to ``limit`` due deliveries and attempt each once; return how many."""
+        ids = claim_deliveries(self.rt, self.worker_id, limit or 50)
+        for delivery_id in ids:
+            self._send(delivery_id)
+        return len(ids)
+
+    def run_until_idle(self, max_rounds: int = 100) -> int:
+        """Attempt due deliveries until none is due (retries wait for the clock); return the attempts made."""
+        total = 0
+        for _ in range(max_rounds):
+            made = self.run_once()
+            if not made:
+                return total
+            total += made
+        raise RuntimeError(f"deliveries still due after {max_rounds} rounds")
+
+    def _send(self, delivery_id: str) -> None:
+        try:
+            send_delivery(self.rt, delivery_id, self.worker_id, self.policy)
+        except Exception:  # noqa: BLE001 - a broken delivery must not stop the worker; its lease expires and it is retried
+            log.exception("delivery %s failed unexpectedly", delivery_id)
+
+    def _loop(self) -> None:
+        signal = self.rt.signals[DELIVERIES_DUE]
+        while not self._stop.is_set():
+            try:
+                ids = claim_deliveries(self.rt, self.worker_id, 1)
+            except Exception:  # noqa: BLE001 - the store may be briefly unavailable
+                log.exception("claiming deliveries failed")
+                ids = []
+            for delivery_id in ids:
+                self._send(delivery_id)
+            if not ids:
+                signal.wait(self.rt.settings.poll_interval)
+                signal.clear()
+
+    def start(self) -> None:
+        """Start the delivery threads."""
+        for index in range(self.threads):
+            thread = threading.Thread(target=self._loop, name=f"delivery-worker-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the attempts under way finish."""
+        self._stop.set()
+        self.rt.signals[DELIVERIES_DUE].set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()

@@ -1,0 +1,106 @@
+"""Turning events into deliveries, in the transaction that wrote the events.
+
+Because a delivery row is committed together with its event, an event that
+exists always has its deliveries: nothing written is lost between the two.
+"""
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from runner.models import Delivery, Event, Job, Subscription
+
+__all__ = ["PENDING_EVENTS", "fan_out", "new_message_id", "matches", "flow_delivery_state", "ACTIVE", "wake_flow_job"]
+
+# Key in ``session.info`` under which ``runner.engine.events.emit`` lists the events of the transaction.
+PENDING_EVENTS = "rbm_pending_events"
+# Key in ``session.info`` set when a transaction created deliveries (so workers in this process wake up).
+CREATED_DELIVERIES = "rbm_created_deliveries"
+ACTIVE = "active"
+RUNBOOK_INVOKED = "runbook.invoked"
+
+
+def new_message_id() -> str:
+    """A ``webhook-id``: unique, stable across the retries of one delivery."""
+    return "msg_" + secrets.token_hex(12)
+
+
+def matches(subscription: Subscription, event: Event) -> bool:
+    """Whether ``subscription`` wants ``event``."""
+    types = subscription.event_types
+    if "*" not in types and event.type not in types:
+        return False
+    return subscription.runbooks is None or event.runbook_key in subscription.runbooks
+
+
+def _live(now: datetime):
+    return (
+        Subscription.status == ACTIVE,
+        Subscription.deleted_at.is_(None),
+        or_(Subscription.expires_at.is_(None), Subscription.expires_at > now),
+    )
+
+
+def fan_out(session: Session) -> None:
+    """Create a pending delivery per (new event, matching live subscription)."""
+    events: list[Event] = session.info.pop(PENDING_EVENTS, [])
+    if not events:
+        return
+    session.flush()
+    by_workspace: dict[int, list[Event]] = defaultdict(list)
+    for event in events:
+        by_workspace[event.workspace_id].append(event)
+    created = 0
+    for workspace_id, batch in by_workspace.items():
+        now = batch[-1].created_at
+        subscriptions = list(session.scalars(select(Subscription).where(Subscription.workspace_id == workspace_id, *_live(now))))
+        for event in batch:
+            for subscription in subscriptions:
+                if matches(subscription, event):
+                    session.add(Delivery(
+                        id=new_message_id(), workspace_id=workspace_id, subscription_id=subscription.id, event_id=event.id,
+                        event_type=event.type, job_id=event.job_id, status="pending", attempts=0,
+                        next_attempt_at=event.created_at, created_at=event.created_at,
+                    ))
+                    created += 1
+    if created:
+        session.info[CREATED_DELIVERIES] = created
+        session.flush()
+
+
+def flow_delivery_state(session: Session, job: Job) -> tuple[str, Delivery | None]:
+    """For a flow-backed job: "none" (no Runbook Action subscriber), "pending", "succeeded" or "failed" (with that delivery)."""
+    rows = list(session.execute(
+        select(Delivery, Subscription.runbooks)
+        .join(Subscription, Subscription.id == Delivery.subscription_id)
+        .where(Delivery.job_id == job.id, Delivery.event_type == RUNBOOK_INVOKED, Subscription.runbooks.is_not(None))
+    ))
+    deliveries = [d for d, runbooks in rows if job.runbook_key in (runbooks or [])]
+    if not deliveries:
+        return "none", None
+    failed = [d for d in deliveries if d.status in ("failed", "gone", "cancelled")]
+    if failed:
+        return "failed", failed[0]
+    if all(d.status == "succeeded" for d in deliveries):
+        return "succeeded", deliveries[0]
+    return "pending", None
+
+
+def wake_flow_job(session: Session, delivery: Delivery, now: datetime) -> None:
+    """Tell a flow-backed job waiting on this delivery to look again."""
+    if delivery.event_type == RUNBOOK_INVOKED and delivery.job_id is not None:
+        session.execute(
+            update(Job).where(Job.id == delivery.job_id, Job.status == "waiting", Job.waiting_for == "delivery").values(next_run_at=now)
+        )
+
+
+def describe_target(subscription: Subscription | Any) -> str:
+    """The host a subscription delivers to, for messages."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(subscription.target_url).hostname or subscription.target_url
