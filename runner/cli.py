@@ -105,6 +105,11 @@ def _require_current_schema(rt: Runtime) -> None:
 @click.option("--parent-pid", type=int, default=None, hidden=True, help="Exit when this process is gone (used by serve).")
 def worker(with_scheduler: bool, parent_pid: int | None) -> None:
     """Run job steps and webhook deliveries (scale-out role; serve runs one itself on SQLite)."""
+    _run_roles(jobs=True, deliveries=True, scheduler=with_scheduler, parent_pid=parent_pid)
+
+
+def _run_roles(*, jobs: bool, deliveries: bool, scheduler: bool, parent_pid: int | None) -> None:
+    """Run background roles until SIGTERM/SIGINT (or until the parent process is gone)."""
     import os
     import signal
     import threading
@@ -116,7 +121,7 @@ def worker(with_scheduler: bool, parent_pid: int | None) -> None:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    roles = Roles(rt, scheduler=with_scheduler)
+    roles = Roles(rt, jobs=jobs, deliveries=deliveries, scheduler=scheduler)
     roles.start()
     try:
         while not stopping.wait(1.0):
@@ -124,6 +129,12 @@ def worker(with_scheduler: bool, parent_pid: int | None) -> None:
                 break
     finally:
         roles.stop()
+
+
+@main.command()
+def scheduler() -> None:
+    """Fire cron schedules (scale-out role; on PostgreSQL only the advisory-lock holder fires)."""
+    _run_roles(jobs=False, deliveries=False, scheduler=True, parent_pid=None)
 
 
 @main.group()

@@ -25,6 +25,10 @@ class Roles:
             from webhooks.delivery import DeliveryWorker
 
             self.parts.append(DeliveryWorker(rt))
+        if scheduler:
+            from .scheduling.scheduler import ScheduleRunner
+
+            self.parts.append(ScheduleRunner(rt))
 
     def start(self) -> None:
         """Start every role."""

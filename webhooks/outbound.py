@@ -76,6 +76,8 @@ class OutboundPolicy:
 
     @staticmethod
     def _kind(ip: IPAddress) -> str:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # name what the mapped IPv4 address is, not "private" for the whole ::ffff:0:0/96
         for name in ("loopback", "link_local", "private", "multicast", "reserved", "unspecified"):
             if getattr(ip, f"is_{name}"):
                 return name.replace("_", "-")

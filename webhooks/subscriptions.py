@@ -12,11 +12,11 @@ from runner.auth import Action, Actor, require
 from runner.engine.events import EVENT_TYPES
 from runner.errors import Conflict, FieldError, InvalidInput, NotFound
 from runner.models import Delivery, DeliveryAttempt, Runbook, Subscription
-from runner.runtime import DELIVERIES_DUE, Runtime
+from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 from runner.services import audit
 from runner.services.pagination import decode_cursor, encode_cursor
 
-from .fanout import ACTIVE
+from .fanout import ACTIVE, wake_flow_job
 from .outbound import OutboundPolicy, OutboundRefused
 from .signing import generate_secret
 
@@ -162,8 +162,13 @@ def unsubscribe(rt: Runtime, actor: Actor, sub_id: str) -> None:
         sub = _find(session, actor, sub_id)
         sub.status = "deleted"
         sub.deleted_at = now
+        pending = list(session.scalars(select(Delivery).where(Delivery.subscription_id == sub.id, Delivery.status == "pending")))
         session.execute(update(Delivery).where(Delivery.subscription_id == sub.id, Delivery.status == "pending")
                         .values(status="cancelled", next_attempt_at=None, completed_at=now, last_error="unsubscribed"))
+        for delivery in pending:  # a flow-backed job waiting on one of them must learn that nobody will acknowledge it
+            wake_flow_job(session, delivery, now)
+        if pending:
+            session.info[JOBS_DUE] = True
         audit.record(session, rt.clock, workspace_id=actor.workspace_id, actor=actor, action="subscription.delete", target=sub.id)
 
 

@@ -22,9 +22,11 @@ from .events import emit
 from .states import JobStatus
 from .versions import load_body
 
-__all__ = ["Trigger", "JobRequest", "create_job", "create_child", "pin_call_tree", "request_hash"]
+__all__ = ["Trigger", "JobRequest", "create_job", "create_child", "create_or_stop", "pin_call_tree", "request_hash"]
 
 TRIGGER_KINDS = ("api", "webhook", "schedule", "runbook", "person")
+# Longest Idempotency-Key a job can keep (the width of jobs.idempotency_key).
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,11 @@ def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = No
                 raise
             with rt.db.write() as own:
                 return create_job(rt, request, session=own)
+    if request.idempotency_key and len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidInput(
+            f"Idempotency-Key is {len(request.idempotency_key)} characters long; use at most {MAX_IDEMPOTENCY_KEY_LENGTH}",
+            errors=[{"field": "Idempotency-Key", "message": "too long", "value": request.idempotency_key}],
+        )
     digest = request_hash(request.runbook_ref, request.parameters, {"change_ref": request.change_ref, "incident_ref": request.incident_ref}) \
         if request.idempotency_key else None
     if request.idempotency_key:
@@ -237,3 +244,35 @@ def create_child(rt: Runtime, session: Session, parent: Job, step: dict[str, Any
     return _new_job(rt, session, runbook=child, version_id=version_id, version=version_row.version, parameters=values,
                     trigger=Trigger("runbook", parent.actor, parent.uuid), pins=parent.pins, now=now, parent=parent,
                     parent_step=step["order"])
+
+
+def create_or_stop(rt: Runtime, session: Session, request: JobRequest) -> Job:
+    """Create a job; if its parameters or runbook no longer allow it, create it stopped so monitors hear why.
+
+    Used by schedules, whose parameters were valid when saved but may not
+    fit the runbook any more when the schedule fires.
+    """
+    from .machine import Machine
+    from .states import StopReason
+
+    try:
+        return create_job(rt, request, session=session)[0]
+    except (InvalidInput, Conflict) as exc:
+        failure = exc
+    runbook = _find_runbook(session, request.workspace_id, request.runbook_ref)
+    version_id = session.scalar(select(RunbookVersion.id).where(RunbookVersion.runbook_id == runbook.id,
+                                                                RunbookVersion.version == runbook.version))
+    parameters = request.parameters if isinstance(request.parameters, dict) else {}
+    job = _new_job(rt, session, runbook=runbook, version_id=version_id, version=runbook.version, parameters=parameters,
+                   trigger=request.trigger, pins={str(runbook.id): version_id}, now=rt.clock.now(),
+                   idempotency_key=request.idempotency_key, request_digest=None)
+    failing = [e["field"] for e in failure.errors if str(e.get("field", "")).startswith("parameters")]
+    if failing:
+        reason = StopReason.PARAMS_INVALID
+        message = (f"the parameters given by {request.trigger.actor} no longer match runbook {runbook.key} v{runbook.version} "
+                   f"({', '.join(failing)}): {failure.detail}")
+    else:
+        reason = StopReason.RUNBOOK_UNAVAILABLE
+        message = f"{request.trigger.actor} could not start runbook {runbook.key}: {failure.detail}"
+    Machine(rt, session, job).stop(reason, message)
+    return job

@@ -79,6 +79,7 @@ class StopReason(str, Enum):
     INTERRUPTED = "interrupted"
     RUNBOOK_ARCHIVED = "runbook_archived"
     PARAMS_INVALID = "params_invalid"
+    RUNBOOK_UNAVAILABLE = "runbook_unavailable"
     DELIVERY_FAILED = "delivery_failed"
     # Reasons of children cancelled with their parent (ended_by parent).
     PARENT_ABORTED = "parent_aborted"

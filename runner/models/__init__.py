@@ -3,6 +3,7 @@ from .base import Base
 from .hooks import Delivery, DeliveryAttempt, InboundMessage, InboundWebhook, Subscription
 from .job import Event, Job, StepEvent
 from .runbook import Runbook, RunbookStatus, RunbookVersion
+from .schedule import Schedule
 from .tenancy import ApiToken, AuditEntry, Workspace
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "DeliveryAttempt",
     "InboundWebhook",
     "InboundMessage",
+    "Schedule",
 ]

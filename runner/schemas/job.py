@@ -4,6 +4,8 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from ..engine.invoke import TRIGGER_KINDS
+from ..engine.states import JobStatus
 from .common import PageQuerySchema, PageSchema, StrictSchema
 
 
@@ -98,7 +100,13 @@ class JobListQuerySchema(PageQuerySchema):
     runbook = fields.String(load_default=None, metadata={"description": "Key or name."})
     status = fields.String(load_default=None, metadata={"description": "Comma-separated statuses."})
     parent = fields.String(load_default=None, metadata={"description": "Only children of this job."})
-    triggered_by = fields.String(load_default=None)
+    triggered_by = fields.String(load_default=None, validate=validate.OneOf(TRIGGER_KINDS))
+
+    @ma.validates("status")
+    def _known_statuses(self, value: str | None, **_: object) -> None:
+        unknown = [s.strip() for s in (value or "").split(",") if s.strip() and s.strip() not in {j.value for j in JobStatus}]
+        if unknown:
+            raise ma.ValidationError(f"unknown status {', '.join(map(repr, unknown))}; use {', '.join(j.value for j in JobStatus)}")
 
 
 class JobPageSchema(PageSchema):

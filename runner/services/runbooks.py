@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..auth import Action, Actor, allowed, require
 from ..errors import Conflict, FieldError, IllegalTransition, InvalidInput, NotFound
-from ..models import Runbook, RunbookStatus, RunbookVersion, Workspace
+from ..models import Runbook, RunbookStatus, RunbookVersion, Schedule, Workspace
 from ..runtime import Runtime
 from ..schemas.runbook import RunbookBodySchema
 from . import audit
@@ -317,21 +317,12 @@ def transition(rt: Runtime, actor: Actor, ref: str, action: str) -> dict[str, An
             runbook.published_at = now
         if target == RunbookStatus.ARCHIVED:
             runbook.archived_at = now
-        for hook in _ON_TRANSITION:
-            hook(session, rt, runbook, action)
+        if target == RunbookStatus.ARCHIVED:
+            session.execute(update(Schedule).where(Schedule.runbook_id == runbook.id, Schedule.enabled.is_(True))
+                            .values(enabled=False, paused_reason=f"runbook {runbook.key} was archived", updated_at=now))
         audit.record(session, rt.clock, workspace_id=actor.workspace_id, actor=actor, action=f"runbook.{action}", target=runbook.key,
                      detail={"from": current.value, "to": target.value, "version": runbook.version})
         return to_dict(runbook)
-
-
-# Callbacks run inside the lifecycle transaction (e.g. schedules pausing on archive).
-_ON_TRANSITION: list[Any] = []
-
-
-def on_transition(callback: Any) -> Any:
-    """Register ``callback(session, rt, runbook, action)`` to run in every lifecycle transaction."""
-    _ON_TRANSITION.append(callback)
-    return callback
 
 
 # --- history -----------------------------------------------------------------

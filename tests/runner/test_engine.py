@@ -206,20 +206,32 @@ def test_http_step_retries_with_backoff_until_it_succeeds(api, server, worker, c
     assert [e["data"]["attempt"] for e in of_type(events(api, uuid), "step.retrying")] == [1, 2]
 
 
-def test_http_step_failing_every_attempt_stops_the_job(api, server, worker, clock):
-    server.script("/down", 500, 500)
-    key = publish(api, "Ping", [http(server.url + "/down", "Ping the service", retries=1, backoff_seconds=1)])
+@pytest.mark.parametrize(
+    ("answers", "delay", "action", "hits", "says"),
+    [
+        ((500, 500), 0, {"retries": 1}, 2, ["HTTP 500", "after 2 attempts"]),
+        ((404, 200), 0, {"retries": 3}, 1, ["HTTP 404", "after 1 attempt:"]),
+        ((), 0, {"retries": 2, "expected_status": [201]}, 1, ["HTTP 200, expected 201", "after 1 attempt:"]),
+        ((), 2, {"retries": 1, "timeout_seconds": 0.5}, 2, ["timed out after 0.5s", "after 2 attempts"]),
+    ],
+    ids=["server_error_on_every_attempt", "not_found_is_not_retried", "unexpected_success_status", "timeout_on_every_attempt"],
+)
+def test_http_step_that_keeps_failing_stops_the_job(api, server, worker, clock, answers, delay, action, hits, says):
+    server.script("/svc", *answers)
+    server.delays["/svc"] = delay
+    key = publish(api, "Ping", [http(server.url + "/svc", "Ping the service", backoff_seconds=1, **action)])
     uuid = start(api, key)
 
     worker.run_until_idle()
-    clock.advance(2)
+    clock.advance(60)
     worker.run_until_idle()
 
     stopped = job(api, uuid)
-    assert server.hits["/down"] == 2
+    assert server.hits["/svc"] == hits
     assert (stopped["status"], stopped["stop_reason"], stopped["ended_by"]) == ("stopped", "step_failed", "system")
-    assert "127.0.0.1" in stopped["message"] and "HTTP 500" in stopped["message"] and "2 attempts" in stopped["message"]
-    assert (stopped["steps"][0]["status"], stopped["steps"][0]["attempts"]) == ("failed", 2)
+    assert (stopped["steps"][0]["status"], stopped["steps"][0]["attempts"]) == ("failed", hits)
+    assert "Ping the service" in stopped["message"] and "127.0.0.1" in stopped["message"]
+    assert all(fragment in stopped["message"] for fragment in says), stopped["message"]
 
 
 def test_system_stop_event_carries_the_structured_stop_payload(api, server, worker, clock):
@@ -243,33 +255,6 @@ def test_system_stop_event_carries_the_structured_stop_payload(api, server, work
     assert of_type(events(api, uuid), "job.failed") == []
 
 
-def test_http_step_with_unexpected_success_status_stops_the_job(api, server, worker):
-    key = publish(api, "Create", [http(server.url + "/create", method="POST", expected_status=[201], retries=2)])
-    uuid = start(api, key)
-
-    worker.run_until_idle()
-
-    stopped = job(api, uuid)
-    assert (stopped["status"], stopped["stop_reason"]) == ("stopped", "step_failed")
-    assert "HTTP 200, expected 201" in stopped["message"]
-    assert server.hits["/create"] == 1
-
-
-def test_http_step_not_found_is_not_retried(api, server, worker, clock):
-    server.script("/missing", 404, 200)
-    key = publish(api, "Ping", [http(server.url + "/missing", retries=3, backoff_seconds=1)])
-    uuid = start(api, key)
-
-    worker.run_until_idle()
-    clock.advance(60)
-    worker.run_until_idle()
-
-    stopped = job(api, uuid)
-    assert server.hits["/missing"] == 1
-    assert (stopped["status"], stopped["stop_reason"], stopped["steps"][0]["attempts"]) == ("stopped", "step_failed", 1)
-    assert "HTTP 404" in stopped["message"]
-
-
 def test_http_step_honours_retry_after(api, server, worker, clock):
     server.script("/busy", (503, {"Retry-After": "7"}), 200)
     key = publish(api, "Ping", [http(server.url + "/busy", retries=1, backoff_seconds=1)])
@@ -286,22 +271,6 @@ def test_http_step_honours_retry_after(api, server, worker, clock):
     assert job(api, uuid)["status"] == "succeeded"
     [retrying] = of_type(events(api, uuid), "step.retrying")
     assert retrying["data"]["retry_in_seconds"] == 7
-
-
-def test_http_step_timeout_is_retried_then_stops_naming_the_timeout(api, server, worker, clock):
-    server.delays["/slow"] = 2
-    key = publish(api, "Ping", [http(server.url + "/slow", retries=1, backoff_seconds=1, timeout_seconds=0.5)])
-    uuid = start(api, key)
-
-    worker.run_until_idle()
-    clock.advance(2)
-    worker.run_until_idle()
-
-    stopped = job(api, uuid)
-    assert server.hits["/slow"] == 2
-    assert (stopped["status"], stopped["stop_reason"], stopped["steps"][0]["attempts"]) == ("stopped", "step_failed", 2)
-    assert "timed out after 0.5s" in stopped["message"]
-    assert "timed out" in stopped["steps"][0]["output"]["error"]
 
 
 def test_http_step_to_a_loopback_address_is_refused_without_an_allowlist(api, server, runtime_with):
@@ -341,38 +310,29 @@ def test_wait_step_waits_for_the_timer_then_continues(api, worker, clock):
 # --- 4. system stops ---------------------------------------------------------------------------------------
 
 
-def test_run_longer_than_max_duration_is_stopped(api, worker, clock):
-    key = publish(api, "Slow", [manual("Wait for the vendor")], max_duration_seconds=600)
+@pytest.mark.parametrize(
+    ("runbook_fields", "step_fields", "limit", "reason", "says", "step_status"),
+    [
+        ({"max_duration_seconds": 600}, {}, 600, "run_timeout", "max_duration of 600s", "cancelled"),
+        ({}, {"timeout_seconds": 120}, 120, "step_timeout", "timeout of 120s", "failed"),
+    ],
+    ids=["run_timeout", "step_timeout"],
+)
+def test_job_running_past_its_time_limit_is_stopped(api, worker, clock, runbook_fields, step_fields, limit, reason, says, step_status):
+    key = publish(api, "Slow", [manual("Wait for the vendor", **step_fields)], **runbook_fields)
     uuid = start(api, key)
 
     worker.run_until_idle()
-    clock.advance(599)
+    clock.advance(limit - 1)
     worker.run_until_idle()
     assert job(api, uuid)["status"] == "waiting"
     clock.advance(2)
     worker.run_until_idle()
 
     stopped = job(api, uuid)
-    assert (stopped["status"], stopped["stop_reason"], stopped["ended_by"]) == ("stopped", "run_timeout", "system")
-    assert "max_duration" in stopped["message"] and "600s" in stopped["message"]
-    assert stopped["steps"][0]["status"] == "cancelled"
-
-
-def test_step_longer_than_its_timeout_is_stopped(api, worker, clock):
-    key = publish(api, "Slow", [manual("Wait for the vendor", timeout_seconds=120)])
-    uuid = start(api, key)
-
-    worker.run_until_idle()
-    clock.advance(119)
-    worker.run_until_idle()
-    assert job(api, uuid)["status"] == "waiting"
-    clock.advance(2)
-    worker.run_until_idle()
-
-    stopped = job(api, uuid)
-    assert (stopped["status"], stopped["stop_reason"], stopped["ended_by"]) == ("stopped", "step_timeout", "system")
-    assert "120s" in stopped["message"] and "Wait for the vendor" in stopped["message"]
-    assert stopped["steps"][0]["status"] == "failed"
+    assert (stopped["status"], stopped["stop_reason"], stopped["ended_by"]) == ("stopped", reason, "system")
+    assert says in stopped["message"] and "Wait for the vendor" in stopped["message"]
+    assert stopped["steps"][0]["status"] == step_status
 
 
 def test_runbook_archived_while_the_job_is_queued_stops_it(api, server, worker):

@@ -242,6 +242,18 @@ def test_same_idempotency_key_with_another_body_is_422_naming_the_key(api, rt):
     assert _event_rows(rt) == events
 
 
+def test_idempotency_key_longer_than_the_store_keeps_is_422_naming_it(api, rt):
+    _runbook(api, "rotate-tls", MANUAL_STEPS, parameters=PARAMS)
+    key = "k" * 201
+
+    response = _invoke(api, "rotate-tls", VALID, headers={"Idempotency-Key": key})
+
+    assert response.status_code == 422
+    assert problem(response)["errors"][0]["field"] == "Idempotency-Key"
+    assert _uuids(api) == []
+    assert _event_rows(rt) == 0
+
+
 def test_different_idempotency_keys_start_different_jobs(api):
     _runbook(api, "rotate-tls", MANUAL_STEPS, parameters=PARAMS)
 
@@ -588,6 +600,18 @@ def test_job_list_filters(api, scene, query, expected):
     query = {name: scene.get(value, value) for name, value in query.items()}
 
     assert _uuids(api, **query) == [scene[name] for name in expected]
+
+
+@pytest.mark.parametrize("query, field, value", [
+    ({"status": "done"}, "status", "done"), ({"status": "queued,finished"}, "status", "queued,finished"),
+    ({"triggered_by": "cron"}, "triggered_by", "cron"),
+])
+def test_job_list_unknown_filter_value_is_422_naming_it(api, query, field, value):
+    response = api.get("/jobs", query_string=query)
+
+    assert response.status_code == 422
+    errors = problem(response)["errors"]
+    assert [(e["field"], e["value"]) for e in errors] == [(field, value)]
 
 
 def test_job_list_cursor_visits_each_job_once(api):
