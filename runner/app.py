@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from apispec import BasePlugin
 from flask_smorest import Api
 
 from . import metrics, problems
@@ -25,6 +27,20 @@ class RunnerApi(Api):
     """flask-smorest's Api documenting our problem+json errors."""
 
     ERROR_SCHEMA = ProblemSchema
+
+
+class OperationIds(BasePlugin):
+    """Give every operation a stable operationId (iPaaS importers name actions after it)."""
+
+    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        for method, operation in (operations or {}).items():
+            if "operationId" not in operation:
+                parts = [seg for seg in (path or "").split("/") if seg]
+                segments = [seg for seg in parts if not seg.startswith("{") and seg not in ("api", "v1", "ws")]
+                words = [w for seg in segments for w in re.split(r"[^A-Za-z0-9]+", seg) if w] or ["workspace"]
+                if len(parts) > 1 and parts[-1].startswith("{") and words != ["workspace"]:
+                    words += ["by", parts[-1].strip("{}")]
+                operation["operationId"] = "_".join([method, *words])
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None, *, runtime: Runtime | None = None, clock: Clock | None = None) -> Flask:
@@ -52,7 +68,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, runtime: R
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
         },
     )
-    api = RunnerApi(app)
+    api = RunnerApi(app, spec_kwargs={"extra_plugins": [OperationIds()]})
     from .api import register_blueprints
 
     register_blueprints(api)

@@ -22,12 +22,16 @@ class BackgroundProcess:
         self.scheduler = scheduler
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        """Spawn the child; it exits by itself if this process dies."""
+    def args(self) -> list[str]:
+        """The command line of the child: ``runbook-manager worker``, with the scheduler when asked."""
         args = [sys.executable, "-m", "runner.cli", "worker", "--parent-pid", str(os.getpid())]
         if self.scheduler:
             args.append("--with-scheduler")
-        self.process = subprocess.Popen(args)
+        return args
+
+    def start(self) -> None:
+        """Spawn the child; it exits by itself if this process dies."""
+        self.process = subprocess.Popen(self.args())
         log.info("background worker started (pid %s)", self.process.pid)
 
     def stop(self) -> None:

@@ -241,6 +241,12 @@ def runbook_import(file: Any, workspace: str) -> None:
 JOB_EXIT_CODES = {"succeeded": 0, "failed": 1, "stopped": 3, "cancelled": 4}
 # Exit code when --timeout passes before the job ends.
 JOB_EXIT_STILL_RUNNING = 5
+# Exit code when the job could not be started at all (unknown runbook, bad parameters, ...).
+JOB_EXIT_NOT_STARTED = 6
+
+
+class NotStarted(click.ClickException):
+    exit_code = JOB_EXIT_NOT_STARTED
 
 
 def _parse_params(pairs: tuple[str, ...], schema: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +282,8 @@ def job_run(key: str, workspace: str, params: tuple[str, ...], watch: bool, time
     """Start a job of runbook KEY (or name) as a person on this server, and optionally watch it.
 
     Exit codes with --watch: 0 succeeded, 1 failed, 3 stopped by the system,
-    4 cancelled, 5 still running when --timeout passed.
+    4 cancelled, 5 still running when --timeout passed; 6 when the job could
+    not be started (unknown runbook, invalid parameters, ...).
     """
     from .engine import control
     from .services import runbooks
@@ -288,7 +295,7 @@ def job_run(key: str, workspace: str, params: tuple[str, ...], watch: bool, time
         started, _ = control.invoke(rt, actor, key, {"parameters": _parse_params(params, schema)}, idempotency_key=None,
                                     trigger_kind="person", require_callable=False)
     except RunnerError as exc:
-        raise _fail(exc) from exc
+        raise NotStarted(_fail(exc).message) from exc
     click.echo(started["uuid"])
     if not watch:
         return
@@ -296,6 +303,16 @@ def job_run(key: str, workspace: str, params: tuple[str, ...], watch: bool, time
 
     status = watch_job(rt, actor, started["uuid"], timeout=timeout, echo=lambda line: click.echo(line, err=True))
     sys.exit(JOB_EXIT_CODES.get(status, JOB_EXIT_STILL_RUNNING))
+
+
+def _register_groups() -> None:
+    from .cli_connector import connector_group, manifest_group
+
+    main.add_command(connector_group)
+    main.add_command(manifest_group)
+
+
+_register_groups()
 
 
 if __name__ == "__main__":  # pragma: no cover

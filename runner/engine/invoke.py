@@ -200,7 +200,8 @@ def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = No
             f"Idempotency-Key is {len(request.idempotency_key)} characters long; use at most {MAX_IDEMPOTENCY_KEY_LENGTH}",
             errors=[{"field": "Idempotency-Key", "message": "too long", "value": request.idempotency_key}],
         )
-    digest = request_hash(request.runbook_ref, request.parameters, {"change_ref": request.change_ref, "incident_ref": request.incident_ref}) \
+    runbook = _find_runbook(session, request.workspace_id, request.runbook_ref)
+    digest = request_hash(runbook.key, request.parameters, {"change_ref": request.change_ref, "incident_ref": request.incident_ref}) \
         if request.idempotency_key else None
     if request.idempotency_key:
         earlier = session.scalar(select(Job).where(Job.workspace_id == request.workspace_id, Job.idempotency_key == request.idempotency_key))
@@ -213,7 +214,6 @@ def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = No
                     job_uuid=earlier.uuid,
                 )
             return earlier, False
-    runbook = _find_runbook(session, request.workspace_id, request.runbook_ref)
     _check_runnable(rt, runbook, require_callable=request.require_callable)
     pins = pin_call_tree(rt, session, runbook)
     version_id = pins[str(runbook.id)]

@@ -126,11 +126,12 @@ class ScheduleRunner:
     def sync(self, now: datetime) -> None:
         """Bring the job store in line with the enabled schedules (only when schedules changed)."""
         with self.rt.db.read() as session:
-            revision = tuple(session.execute(select(func.count(Schedule.id), func.max(Schedule.updated_at))).one())
-            if revision == self._revision:
-                return
             desired = {s.id: (s.cron, s.timezone) for s in session.execute(
                 select(Schedule.id, Schedule.cron, Schedule.timezone).where(Schedule.enabled.is_(True)))}
+        # The enabled schedules themselves are the revision: updated_at cannot tell two edits within one clock reading apart.
+        revision = desired
+        if revision == self._revision:
+            return
         existing = {job.id: job for job in self.store.get_all_jobs()}
         for stale in set(existing) - set(desired):
             self.store.remove_job(stale)

@@ -119,11 +119,13 @@ def _describe(error: ValidationError) -> FieldError:
     if error.validator == "required":
         missing = re.findall(r"'([^']+)' is a required property", error.message)
         path = path + missing[:1]
+    value = None if error.validator == "required" else error.instance
     if error.validator == "additionalProperties":
-        extra = re.findall(r"'([^']+)'", error.message)
+        extra = [name for name in re.findall(r"'([^']+)'", error.message) if isinstance(error.instance, dict) and name in error.instance]
         path = path + extra[:1]
+        value = error.instance[extra[0]] if extra else value
     field = ".".join(["parameters", *map(str, path)])
-    return {"field": field, "message": error.message, "value": None if error.validator == "required" else error.instance}
+    return {"field": field, "message": error.message, "value": value}
 
 
 def validate_values(schema: dict[str, Any], values: Any, *, field: str = "parameters") -> dict[str, Any]:

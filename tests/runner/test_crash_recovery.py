@@ -42,7 +42,7 @@ def _run_and_kill(tmp_path, settings, body, headers, server) -> tuple[str, Runne
         answer = requests.post(f"{api}/runbooks/three-calls/jobs", json={}, headers=headers, timeout=5)
         assert answer.status_code == 202
         job_uuid = answer.json()["job"]["uuid"]
-        wait_until(lambda: server.hits["/s2"] >= 1, timeout=20, what="step 2 in flight")
+        wait_until(lambda: server.hits["/s2"] >= 1, timeout=45, what="step 2 in flight")
     finally:
         first.kill()
     return job_uuid, RunnerProcess(tmp_path, settings.database_url)
@@ -53,7 +53,7 @@ def _final(runner: RunnerProcess, job_uuid: str, headers: dict[str, str]) -> dic
         job = requests.get(f"{runner.url}/api/v1/ws/acme/jobs/{job_uuid}", headers=headers, timeout=5).json()
         return job if job["status"] in ("succeeded", "failed", "stopped", "cancelled") else None
 
-    return wait_until(ended, timeout=40, interval=0.2, what="job end after restart")
+    return wait_until(ended, timeout=90, interval=0.2, what="job end after restart")
 
 
 def test_killed_runner_retries_an_idempotent_step_after_restart(tmp_path, settings, server):

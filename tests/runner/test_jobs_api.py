@@ -501,34 +501,24 @@ def test_resume_continues_a_paused_job(api, operator, worker):
     assert "job.resumed" in _types(api, uuid)
 
 
-def test_resume_of_a_running_job_is_409_naming_its_state(api, operator, worker, server):
-    server.script("/flaky", 500)
+@pytest.mark.parametrize("action, answers, state", [
+    ("resume", (500,), "running"),  # its http step waits to retry: running, not paused
+    ("pause", (), "succeeded"),
+])
+def test_control_of_a_job_in_the_wrong_state_is_409_naming_the_state(api, operator, worker, server, action, answers, state):
+    server.script("/flaky", *answers)
     _runbook(api, "flaky-call", [_http(server, "/flaky", retries=1, backoff_seconds=60)])
     uuid = _start(api, "flaky-call")
     worker.run_until_idle()
     before = _snapshot(api, uuid)
-    assert before[0]["status"] == "running"
+    assert before[0]["status"] == state
 
-    response = operator.post(f"/jobs/{uuid}/resume")
+    response = operator.post(f"/jobs/{uuid}/{action}")
 
     assert response.status_code == 409
     found = problem(response)
-    assert "running" in found["detail"]
-    assert found["current_status"] == "running"
-    assert _snapshot(api, uuid) == before
-
-
-def test_pause_of_a_finished_job_is_409(api, operator, worker, server):
-    _runbook(api, "health-sweep", [_http(server, "/api")])
-    uuid = _start(api, "health-sweep")
-    worker.run_until_idle()
-    before = _snapshot(api, uuid)
-    assert before[0]["status"] == "succeeded"
-
-    response = operator.post(f"/jobs/{uuid}/pause")
-
-    assert response.status_code == 409
-    assert "succeeded" in problem(response)["detail"]
+    assert state in found["detail"]
+    assert found["current_status"] == state
     assert _snapshot(api, uuid) == before
 
 

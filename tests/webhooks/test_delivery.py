@@ -79,6 +79,21 @@ def test_webhook_id_is_the_same_on_every_retry_and_is_the_delivery_id(api, serve
     assert delivery["id"].startswith("msg_")
 
 
+def test_each_attempt_is_signed_with_a_fresh_timestamp(api, server, clock, deliverer, invoked):
+    key, sub = invoked
+    server.script("/hook", 500, 200)
+    start(api, key)
+
+    deliverer.run_until_idle()
+    clock.advance(60)
+    deliverer.run_until_idle()
+
+    first, retry = (lowered(r["headers"]) for r in received(server, "/hook"))
+    assert int(retry["webhook-timestamp"]) - int(first["webhook-timestamp"]) == 60
+    assert first["webhook-signature"] != retry["webhook-signature"]
+    assert Webhook(sub["secret"]).verify(received(server, "/hook")[1]["body"], retry)["type"] == "runbook.invoked"
+
+
 # --- at least once, retried with backoff ------------------------------------------------------------------------
 
 

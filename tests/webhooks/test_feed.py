@@ -17,15 +17,16 @@ def poll(api: Api, **query) -> dict:
     return get(api, "/events", **query)
 
 
-def poll_all(api: Api, after: str | None = None, **query) -> tuple[list[list[dict]], str]:
+def poll_all(api: Api, after: str | None = None, *, max_pages: int = 200, **query) -> tuple[list[list[dict]], str]:
     """Page through the feed from ``after`` until a page is empty; return the non-empty pages and the last cursor."""
     pages = []
-    while True:
+    for _ in range(max_pages):
         body = poll(api, **({"after": after} if after else {}), **query)
         after = body["next_cursor"]
         if not body["items"]:
             return pages, after
         pages.append(body["items"])
+    raise AssertionError(f"the feed still had events after {max_pages} pages: the cursor does not advance")
 
 
 def ids(pages: list[list[dict]]) -> list[int]:

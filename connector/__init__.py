@@ -1,0 +1,22 @@
+"""The Runbook Manager connector: the plugin an iPaaS loads. It reaches the runner over HTTP only."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .client import RunnerClient
+from .connection import Connection
+from .errors import ConfigurationError, ConnectorError, FatalError, RetriableError, VerificationFailed
+from .handlers import HANDLERS
+
+__all__ = ["run", "Connection", "RunnerClient", "HANDLERS", "ConnectorError", "RetriableError", "FatalError",
+           "VerificationFailed", "ConfigurationError"]
+
+
+def run(operation: str, connection: Mapping[str, Any], data: Mapping[str, Any] | None = None, *,
+        client: RunnerClient | None = None) -> Any:
+    """Run one manifest operation (by handler name) for a connection's fields and the operation's input."""
+    if operation not in HANDLERS:
+        raise ConfigurationError(f"unknown operation {operation!r}; known: {', '.join(sorted(HANDLERS))}")
+    client = client or RunnerClient(Connection.from_fields(connection))
+    return HANDLERS[operation](client, data or {})
