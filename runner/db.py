@@ -8,6 +8,7 @@ transactions and row locks (``FOR UPDATE SKIP LOCKED``) where work is claimed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ class Database:
             _configure_sqlite(self.engine)
             self._write_engine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         else:
-            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            # The process id in application_name lets an operator see in pg_stat_activity who holds which lock.
+            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                                        connect_args={"application_name": f"runbook-manager pid={os.getpid()}"})
             self._write_engine = self.engine
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = sessionmaker(self._write_engine, expire_on_commit=False)

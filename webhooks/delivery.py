@@ -19,7 +19,7 @@ from sqlalchemy import or_, select, update
 
 from runner import metrics
 from runner.engine.events import emit_workspace
-from runner.engine.worker import new_worker_id
+from runner.engine.worker import new_worker_id, renew_leases
 from runner.models import Delivery, DeliveryAttempt, Event, Subscription
 from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 
@@ -255,8 +255,18 @@ class DeliveryWorker:
                 signal.wait(self.rt.settings.poll_interval)
                 signal.clear()
 
+    def _beat(self) -> None:
+        while not self._stop.wait(self.rt.settings.lease_seconds / 3):
+            try:
+                renew_leases(self.rt, Delivery, self.worker_id)
+            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
+                log.exception("delivery lease heartbeat failed")
+
     def start(self) -> None:
-        """Start the delivery threads."""
+        """Start the delivery threads and their lease heartbeat."""
+        beat = threading.Thread(target=self._beat, name="delivery-lease-heartbeat", daemon=True)
+        beat.start()
+        self._threads.append(beat)
         for index in range(self.threads):
             thread = threading.Thread(target=self._loop, name=f"delivery-worker-{index}", daemon=True)
             thread.start()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, Text, cast, func, select, tuple_
 
 from runner.auth import Action, Actor, require
 from runner.engine.events import EVENT_TYPES
@@ -25,14 +25,26 @@ def _split(raw: str | None) -> list[str]:
 def poll(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
     """Return events after the cursor, oldest first, with the cursor to pass next time (even when empty)."""
     require(actor, Action.VIEW_PUBLISHED)
-    after = (decode_cursor(query.get("after"), name="after") or {"after": 0})["after"]
+    postgres = rt.db.is_postgres
+    position = decode_cursor(query.get("after"), keys=("tx", "after") if postgres else ("after",), name="after") \
+        or {"tx": 0, "after": 0}
     types = _split(query.get("type"))
     unknown = [t for t in types if t not in EVENT_TYPES]
     if unknown:
         raise InvalidInput(f"unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}",
                            errors=[{"field": "type", "message": "unknown event type", "value": t} for t in unknown])
     with rt.db.read() as session:
-        statement = select(Event).where(Event.workspace_id == actor.workspace_id, Event.id > after)
+        statement = select(Event).where(Event.workspace_id == actor.workspace_id)
+        if postgres:
+            # Order by (writing transaction, id) and stop below the oldest transaction still open: an event
+            # committed later always sorts after the cursor, so no event is ever skipped.
+            horizon = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
+            statement = statement.where(tuple_(Event.txid, Event.id) > tuple_(position["tx"], position["after"]), Event.txid < horizon)
+            order = (Event.txid, Event.id)
+        else:
+            # SQLite commits one writer at a time, so ids are committed in order.
+            statement = statement.where(Event.id > position["after"])
+            order = (Event.id,)
         if types:
             statement = statement.where(Event.type.in_(types))
         refs = _split(query.get("runbooks"))
@@ -41,7 +53,10 @@ def poll(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
             if errors:
                 raise InvalidInput(f"unknown runbook {errors[0]['value']!r} in runbooks", errors=errors)
             statement = statement.where(Event.runbook_key.in_(keys))
-        rows = list(session.scalars(statement.order_by(Event.id).limit(query["limit"])))
+        rows = list(session.scalars(statement.order_by(*order).limit(query["limit"])))
         items = [event_to_dict(e) for e in rows]
-    last = rows[-1].id if rows else after
-    return {"items": items, "next_cursor": encode_cursor({"after": last})}
+    if rows:
+        position = {"tx": rows[-1].txid or 0, "after": rows[-1].id} if postgres else {"after": rows[-1].id}
+    elif not postgres:
+        position = {"after": position["after"]}
+    return {"items": items, "next_cursor": encode_cursor(position)}

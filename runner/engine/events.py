@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import BigInteger, Text, cast, func
 from sqlalchemy.orm import Session
 
 from webhooks.fanout import PENDING_EVENTS
@@ -53,6 +54,13 @@ def job_data(job: Job) -> dict[str, Any]:
     }
 
 
+def _txid(session: Session) -> Any:
+    """On PostgreSQL, the id of the writing transaction (evaluated by the server at insert)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(cast(func.pg_current_xact_id(), Text), BigInteger)
+    return None
+
+
 def emit(session: Session, job: Job, type_: str, now: datetime, **extra: Any) -> Event:
     """Record an event of ``job`` with the next per-job sequence number."""
     job.event_seq += 1
@@ -64,6 +72,7 @@ def emit(session: Session, job: Job, type_: str, now: datetime, **extra: Any) ->
         runbook_key=job.runbook_key,
         payload={**job_data(job), **extra},
         created_at=now,
+        txid=_txid(session),
     )
     session.add(event)
     session.info.setdefault(PENDING_EVENTS, []).append(event)
@@ -74,7 +83,7 @@ def emit_workspace(session: Session, workspace_id: int, type_: str, now: datetim
                    *, runbook_key: str | None = None) -> Event:
     """Record an event that belongs to no job (e.g. a subscription being disabled)."""
     event = Event(workspace_id=workspace_id, job_id=None, seq=None, type=type_, runbook_key=runbook_key,
-                  payload=payload, created_at=now)
+                  payload=payload, created_at=now, txid=_txid(session))
     session.add(event)
     session.info.setdefault(PENDING_EVENTS, []).append(event)
     return event

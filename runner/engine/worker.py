@@ -6,15 +6,31 @@ import os
 import socket
 import threading
 import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
 
 from webhooks.outbound import OutboundPolicy
 
+from ..models import Job
 from ..runtime import JOBS_DUE, Runtime
 from .driver import claim, drive
 
-__all__ = ["JobWorker", "new_worker_id"]
+__all__ = ["JobWorker", "new_worker_id", "renew_leases"]
 
 log = logging.getLogger(__name__)
+
+
+def renew_leases(rt: Runtime, model: Any, worker_id: str) -> int:
+    """Push back the lease of every row of ``model`` that ``worker_id`` holds; return how many."""
+    now = rt.clock.now()
+    with rt.db.write() as session:
+        result = session.execute(
+            update(model).where(model.lease_owner == worker_id, model.lease_until.is_not(None), model.lease_until < now + timedelta(seconds=rt.settings.lease_seconds))
+            .values(lease_until=now + timedelta(seconds=rt.settings.lease_seconds))
+        )
+        return result.rowcount
 
 
 def new_worker_id(role: str = "worker") -> str:
@@ -71,8 +87,22 @@ class JobWorker:
                 signal.wait(self.rt.settings.poll_interval)
                 signal.clear()
 
+    def heartbeat(self) -> int:
+        """Extend the leases this worker holds (so a live worker keeps its jobs and a dead one loses them)."""
+        return renew_leases(self.rt, Job, self.worker_id)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.rt.settings.lease_seconds / 3):
+            try:
+                self.heartbeat()
+            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease; the next one retries
+                log.exception("lease heartbeat failed")
+
     def start(self) -> None:
-        """Start the worker threads."""
+        """Start the worker threads and their lease heartbeat."""
+        beat = threading.Thread(target=self._beat, name="job-lease-heartbeat", daemon=True)
+        beat.start()
+        self._threads.append(beat)
         for index in range(self.threads):
             thread = threading.Thread(target=self._loop, name=f"job-worker-{index}", daemon=True)
             thread.start()

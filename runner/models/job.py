@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -102,6 +102,7 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_workspace_id_id", "workspace_id", "id"),
+        Index("ix_events_workspace_id_txid_id", "workspace_id", "txid", "id"),
         Index("ix_events_job_id_seq", "job_id", "seq"),
     )
 
@@ -113,3 +114,5 @@ class Event(Base):
     runbook_key: Mapped[str | None] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+    # PostgreSQL: the writing transaction's id, so the feed never passes an event whose transaction is still open.
+    txid: Mapped[int | None] = mapped_column(BigInteger)

@@ -45,8 +45,6 @@ class Runbook(Base):
     updated_at: Mapped[datetime]
     published_at: Mapped[datetime | None]
     archived_at: Mapped[datetime | None]
-    last_job_at: Mapped[datetime | None]
-    last_job_status: Mapped[str | None] = mapped_column(String(16))
 
 
 class RunbookVersion(Base):

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..auth import Action, Actor, allowed, require
 from ..errors import Conflict, FieldError, IllegalTransition, InvalidInput, NotFound
-from ..models import Runbook, RunbookStatus, RunbookVersion, Schedule, Workspace
+from ..models import Job, Runbook, RunbookStatus, RunbookVersion, Schedule, Workspace
 from ..runtime import Runtime
 from ..schemas.runbook import RunbookBodySchema
 from . import audit
@@ -76,7 +76,21 @@ def find(session: Session, actor: Actor, ref: str, *, for_update: bool = False) 
     return runbook
 
 
-def to_dict(runbook: Runbook) -> dict[str, Any]:
+def _last_jobs(session: Session, runbook_ids: list[int]) -> dict[int, tuple[Any, str]]:
+    """When each runbook last ran and how that job stands: {runbook_id: (created_at, status)}."""
+    if not runbook_ids:
+        return {}
+    latest = select(func.max(Job.id)).where(Job.runbook_id.in_(runbook_ids)).group_by(Job.runbook_id)
+    rows = session.execute(select(Job.runbook_id, Job.created_at, Job.status).where(Job.id.in_(latest)))
+    return {row.runbook_id: (row.created_at, row.status) for row in rows}
+
+
+def _shape(session: Session, runbooks: list[Runbook]) -> list[dict[str, Any]]:
+    last = _last_jobs(session, [r.id for r in runbooks])
+    return [to_dict(r, last.get(r.id)) for r in runbooks]
+
+
+def to_dict(runbook: Runbook, last_job: tuple[Any, str] | None = None) -> dict[str, Any]:
     """Shape a runbook for the API: the body of its latest version plus identity, lifecycle and lint."""
     body = runbook.body
     estimates = [s["est_minutes"] for s in body["steps"] if s.get("est_minutes") is not None]
@@ -91,8 +105,8 @@ def to_dict(runbook: Runbook) -> dict[str, Any]:
         "updated_at": runbook.updated_at,
         "published_at": runbook.published_at,
         "archived_at": runbook.archived_at,
-        "last_job_at": runbook.last_job_at,
-        "last_job_status": runbook.last_job_status,
+        "last_job_at": last_job[0] if last_job else None,
+        "last_job_status": last_job[1] if last_job else None,
         "lint": lint(body),
     }
 
@@ -100,7 +114,7 @@ def to_dict(runbook: Runbook) -> dict[str, Any]:
 def get(rt: Runtime, actor: Actor, ref: str) -> dict[str, Any]:
     """Read one runbook."""
     with rt.db.read() as session:
-        return to_dict(find(session, actor, ref))
+        return _shape(session, [find(session, actor, ref)])[0]
 
 
 def list_runbooks(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +145,7 @@ def list_runbooks(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str,
         more = len(rows) > limit
         rows = rows[:limit]
         return {
-            "items": [to_dict(r) for r in rows],
+            "items": _shape(session, rows),
             "next_cursor": encode_cursor({"after": rows[-1].id}) if more else None,
         }
 
@@ -253,7 +267,7 @@ def create(rt: Runtime, actor: Actor, data: dict[str, Any], *, source: str | Non
         _store_version(rt, session, actor, runbook, body, source)
         audit.record(session, rt.clock, workspace_id=actor.workspace_id, actor=actor, action="runbook.create", target=runbook.key,
                      detail={"version": 1, "name": runbook.name, **({"source": source} if source else {}), **(audit_detail or {})})
-        return to_dict(runbook)
+        return _shape(session, [runbook])[0]
 
 
 def _check_base(runbook: Runbook, base_version: int | None) -> None:
@@ -289,7 +303,7 @@ def patch(rt: Runtime, actor: Actor, ref: str, changes: dict[str, Any], *, sourc
         audit.record(session, rt.clock, workspace_id=actor.workspace_id, actor=actor, action=audit_action, target=runbook.key,
                      detail={"version": runbook.version, "fields": sorted(k for k in changes if k in BODY_FIELDS),
                              **({"source": source} if source else {})})
-        return to_dict(runbook)
+        return _shape(session, [runbook])[0]
 
 
 def transition(rt: Runtime, actor: Actor, ref: str, action: str) -> dict[str, Any]:
@@ -322,7 +336,7 @@ def transition(rt: Runtime, actor: Actor, ref: str, action: str) -> dict[str, An
                             .values(enabled=False, paused_reason=f"runbook {runbook.key} was archived", updated_at=now))
         audit.record(session, rt.clock, workspace_id=actor.workspace_id, actor=actor, action=f"runbook.{action}", target=runbook.key,
                      detail={"from": current.value, "to": target.value, "version": runbook.version})
-        return to_dict(runbook)
+        return _shape(session, [runbook])[0]
 
 
 # --- history -----------------------------------------------------------------
@@ -394,7 +408,7 @@ def save_external_steps(rt: Runtime, actor: Actor, ref: str, data: dict[str, Any
         _store_version(rt, session, actor, runbook, body, data["source"])
         audit.record(session, rt.clock, workspace_id=actor.workspace_id, actor=actor, action="runbook.save_from_source", target=runbook.key,
                      detail={"version": runbook.version, "source": data["source"], "steps": len(steps)})
-        return to_dict(runbook)
+        return _shape(session, [runbook])[0]
 
 
 # --- import and export -------------------------------------------------------------

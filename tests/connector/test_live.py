@@ -184,3 +184,91 @@ def test_polling_returns_the_stop_once_then_nothing_new(live: LiveRunner) -> Non
 
     again = connector.run("runbook_stopped_by_system.poll", live.fields(), {"runbooks": [key], "cursor": first["cursor"]})
     assert again["items"] == []
+
+
+# --- f. the connector from a shell ----------------------------------------------------------------------------------
+
+def _cli(runner: LiveRunner, *argv: str) -> Any:
+    """Run ``runbook-manager connector …`` with the connection in RUNBOOK_MANAGER_CONNECTOR_* variables."""
+    env = {"RUNBOOK_MANAGER_CONNECTOR_ENVIRONMENT": runner.environment, "RUNBOOK_MANAGER_CONNECTOR_BASE_URL": runner.url,
+           "RUNBOOK_MANAGER_CONNECTOR_TOKEN": runner.token, "RUNBOOK_MANAGER_CONNECTOR_WORKSPACE": "acme"}
+    return CliRunner(env=env).invoke(main, ["connector", *argv])
+
+
+def _printed(result: Any) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _as_printed(value: Any) -> Any:
+    """A handler's output as the CLI prints it (JSON, datetimes as text)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def test_cli_test_prints_the_connection_test(live: LiveRunner) -> None:
+    assert _printed(_cli(live, "test")) == _as_printed(connector.run("connection.test", live.fields()))
+
+
+def test_cli_invoke_prints_what_the_action_returns(live: LiveRunner, server: CountingServer) -> None:
+    key = _http_runbook(live, server, "cli-invoked")
+    printed = _printed(_cli(live, "invoke", key, "--param", "service=billing", "--wait", "--timeout", "30",
+                            "--idempotency-key", "cli-invoke-1"))
+    returned = connector.run("runbook_action.execute", live.fields(), {
+        "runbook_action": key, "parameters": {"service": "billing"}, "wait": True, "timeout_seconds": 30,
+        "idempotency_key": "cli-invoke-1"})
+    assert printed == _as_printed(returned)
+    assert (printed["finished"], printed["status"]) == (True, "succeeded")
+
+
+def test_cli_get_job_prints_what_the_action_returns(live: LiveRunner, server: CountingServer) -> None:
+    key = _http_runbook(live, server, "cli-read")
+    job_uuid = connector.run("runbook_action.execute", live.fields(), {
+        "runbook_action": key, "parameters": {"service": "search"}, "wait": True})["job"]["uuid"]
+    printed = _printed(_cli(live, "get-job", job_uuid))
+    assert printed == _as_printed(connector.run("get_job.execute", live.fields(), {"job_uuid": job_uuid}))
+    assert printed["job"]["uuid"] == job_uuid and printed["steps"][0]["status"] == "done"
+
+
+def test_cli_poll_prints_what_the_trigger_returns(live: LiveRunner, server: CountingServer) -> None:
+    key = _http_runbook(live, server, "cli-polled")
+    for service in ("a", "b"):
+        connector.run("runbook_action.execute", live.fields(), {"runbook_action": key, "parameters": {"service": service}})
+    printed = _printed(_cli(live, "poll", "runbook_action", "--runbook", key))
+    assert printed == _as_printed(connector.run("runbook_action.poll", live.fields(), {"runbook": key}))
+    assert [item["parameters"] for item in printed["items"]] == [{"service": "a"}, {"service": "b"}]
+    later = _printed(_cli(live, "poll", "runbook_action", "--runbook", key, "--cursor", printed["cursor"]))
+    assert later["items"] == []
+
+
+def test_cli_subscribe_and_unsubscribe_print_what_the_handlers_return(live: LiveRunner, server: CountingServer) -> None:
+    key = _timing_out_runbook(live, "cli-monitored")
+    target = server.url + "/cli-monitor"
+    printed = _printed(_cli(live, "subscribe", "runbook_stopped_by_system", "--target-url", target, "--runbook", key))
+    returned = connector.run("runbook_stopped_by_system.subscribe", live.fields(), {"runbooks": [key], "target_url": target})
+    assert set(printed) == set(returned) and printed["runbooks"] == returned["runbooks"] == [key]
+    assert printed["secret"].startswith("whsec_") and printed["id"] != returned["id"]
+    stored = live.api("GET", f"/hooks/{printed['id']}").json()
+    assert (stored["events"], stored["runbooks"], stored["target_url"]) == (["job.stopped_by_system"], [key], target)
+
+    unsubscribed = _printed(_cli(live, "unsubscribe", printed["id"]))
+    assert unsubscribed == _as_printed(connector.run("subscription.unsubscribe", live.fields(), {"id": printed["id"]}))
+    assert unsubscribed == {"id": printed["id"], "unsubscribed": True}
+    assert live.api("GET", f"/hooks/{printed['id']}").status_code == 404
+
+
+@pytest.mark.parametrize(("argv", "method", "path", "body"), [
+    (["invoke", "no-such-runbook"], "POST", "/runbooks/no-such-runbook/jobs", {"parameters": {}}),
+    (["get-job", "00000000-0000-4000-8000-000000000000"], "GET", "/jobs/00000000-0000-4000-8000-000000000000", None),
+    (["poll", "runbook_stopped_by_system", "--runbook", "no-such-runbook"], "GET", "/events",
+     {"type": "job.stopped_by_system", "runbooks": "no-such-runbook"}),
+], ids=["invoke-unknown-runbook", "get-unknown-job", "poll-unknown-runbook"])
+def test_cli_connector_error_exits_non_zero_with_the_runners_detail(live: LiveRunner, argv: list[str], method: str, path: str,
+                                                                    body: dict[str, Any] | None) -> None:
+    direct = live.api(method, path, **({"json": body} if method == "POST" else {"params": body}))
+    assert direct.status_code in (404, 422), direct.text
+
+    result = _cli(live, *argv)
+
+    assert result.exit_code != 0
+    assert direct.json()["detail"] in result.output
+    assert result.stdout == "", "an error must not print output a flow could mistake for a result"

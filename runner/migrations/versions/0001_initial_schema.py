@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 12:01:56.675420
+Create Date: 2026-11-22 12:24:09.229828
 """
 from __future__ import annotations
 
@@ -88,13 +88,11 @@ def upgrade() -> None:
     sa.Column('updated_at', runner.models.base.UTCDateTime(), nullable=False),
     sa.Column('published_at', runner.models.base.UTCDateTime(), nullable=True),
     sa.Column('archived_at', runner.models.base.UTCDateTime(), nullable=True),
-    sa.Column('last_job_at', runner.models.base.UTCDateTime(), nullable=True),
-    sa.Column('last_job_status', sa.String(length=16), nullable=True),
     sa.ForeignKeyConstraint(['workspace_id'], ['workspaces.id'], name=op.f('fk_runbooks_workspace_id_workspaces'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_runbooks')),
-    sa.UniqueConstraint('workspace_id', 'key', name=op.f('uq_runbooks_workspace_id')),
-    sa.UniqueConstraint('workspace_id', 'name', name=op.f('uq_runbooks_workspace_id')),
-    sa.UniqueConstraint('workspace_id', 'number', name=op.f('uq_runbooks_workspace_id'))
+    sa.UniqueConstraint('workspace_id', 'key', name=op.f('uq_runbooks_workspace_id_key')),
+    sa.UniqueConstraint('workspace_id', 'name', name=op.f('uq_runbooks_workspace_id_name')),
+    sa.UniqueConstraint('workspace_id', 'number', name=op.f('uq_runbooks_workspace_id_number'))
     )
     with op.batch_alter_table('runbooks', schema=None) as batch_op:
         batch_op.create_index('ix_runbooks_workspace_id_status', ['workspace_id', 'status'], unique=False)
@@ -151,7 +149,7 @@ def upgrade() -> None:
     sa.Column('source', sa.String(length=200), nullable=True),
     sa.ForeignKeyConstraint(['runbook_id'], ['runbooks.id'], name=op.f('fk_runbook_versions_runbook_id_runbooks'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_runbook_versions')),
-    sa.UniqueConstraint('runbook_id', 'version', name=op.f('uq_runbook_versions_runbook_id'))
+    sa.UniqueConstraint('runbook_id', 'version', name=op.f('uq_runbook_versions_runbook_id_version'))
     )
     op.create_table('schedules',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -184,7 +182,7 @@ def upgrade() -> None:
     sa.Column('job_uuid', sa.String(length=36), nullable=True),
     sa.ForeignKeyConstraint(['webhook_id'], ['inbound_webhooks.id'], name=op.f('fk_inbound_messages_webhook_id_inbound_webhooks'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_inbound_messages')),
-    sa.UniqueConstraint('webhook_id', 'message_id', name=op.f('uq_inbound_messages_webhook_id'))
+    sa.UniqueConstraint('webhook_id', 'message_id', name=op.f('uq_inbound_messages_webhook_id_message_id'))
     )
     op.create_table('jobs',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -231,7 +229,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['workspace_id'], ['workspaces.id'], name=op.f('fk_jobs_workspace_id_workspaces'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs')),
     sa.UniqueConstraint('uuid', name=op.f('uq_jobs_uuid')),
-    sa.UniqueConstraint('workspace_id', 'idempotency_key', name=op.f('uq_jobs_workspace_id'))
+    sa.UniqueConstraint('workspace_id', 'idempotency_key', name=op.f('uq_jobs_workspace_id_idempotency_key'))
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index('ix_jobs_next_run_at', ['next_run_at'], unique=False, postgresql_where=sa.text('next_run_at IS NOT NULL'), sqlite_where=sa.text('next_run_at IS NOT NULL'))
@@ -248,6 +246,7 @@ def upgrade() -> None:
     sa.Column('runbook_key', sa.String(length=16), nullable=True),
     sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('created_at', runner.models.base.UTCDateTime(), nullable=False),
+    sa.Column('txid', sa.BigInteger(), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_events_job_id_jobs'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['workspace_id'], ['workspaces.id'], name=op.f('fk_events_workspace_id_workspaces'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_events'))
@@ -255,6 +254,7 @@ def upgrade() -> None:
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index('ix_events_job_id_seq', ['job_id', 'seq'], unique=False)
         batch_op.create_index('ix_events_workspace_id_id', ['workspace_id', 'id'], unique=False)
+        batch_op.create_index('ix_events_workspace_id_txid_id', ['workspace_id', 'txid', 'id'], unique=False)
 
     op.create_table('step_events',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -275,7 +275,7 @@ def upgrade() -> None:
     sa.Column('overdue_emitted', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_step_events_job_id_jobs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_step_events')),
-    sa.UniqueConstraint('job_id', 'order', name=op.f('uq_step_events_job_id'))
+    sa.UniqueConstraint('job_id', 'order', name=op.f('uq_step_events_job_id_order'))
     )
     op.create_table('deliveries',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -297,7 +297,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['subscription_id'], ['subscriptions.id'], name=op.f('fk_deliveries_subscription_id_subscriptions'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['workspace_id'], ['workspaces.id'], name=op.f('fk_deliveries_workspace_id_workspaces'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deliveries')),
-    sa.UniqueConstraint('subscription_id', 'event_id', name=op.f('uq_deliveries_subscription_id'))
+    sa.UniqueConstraint('subscription_id', 'event_id', name=op.f('uq_deliveries_subscription_id_event_id'))
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_deliveries_due', ['next_attempt_at'], unique=False)
@@ -334,6 +334,7 @@ def downgrade() -> None:
     op.drop_table('deliveries')
     op.drop_table('step_events')
     with op.batch_alter_table('events', schema=None) as batch_op:
+        batch_op.drop_index('ix_events_workspace_id_txid_id')
         batch_op.drop_index('ix_events_workspace_id_id')
         batch_op.drop_index('ix_events_job_id_seq')
 
