@@ -63,8 +63,11 @@ class Runtime:
 
         self.tokens = TTLCache(self.settings.token_cache_seconds)
         self.signals = {JOBS_DUE: threading.Event(), DELIVERIES_DUE: threading.Event()}
-        if fan_out not in self.db.before_commit:
-            self.db.before_commit.append(fan_out)
+        from .services import audit
+
+        for callback in (audit.flush, fan_out):
+            if callback not in self.db.before_commit:
+                self.db.before_commit.append(callback)
 
         def wake(info: dict[str, Any]) -> None:
             if info.get(JOBS_DUE):

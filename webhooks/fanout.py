@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from runner.models import Delivery, Event, Job, Subscription
@@ -30,47 +30,51 @@ def new_message_id() -> str:
     return "msg_" + secrets.token_hex(12)
 
 
-def matches(subscription: Subscription, event: Event) -> bool:
-    """Whether ``subscription`` wants ``event``."""
+def matches(subscription: Any, event_type: str, runbook_key: str | None) -> bool:
+    """Whether ``subscription`` (anything with event_types and runbooks) wants an event of this type and runbook."""
     types = subscription.event_types
-    if "*" not in types and event.type not in types:
+    if "*" not in types and event_type not in types:
         return False
-    return subscription.runbooks is None or event.runbook_key in subscription.runbooks
+    return subscription.runbooks is None or runbook_key in subscription.runbooks
 
 
-def _live(now: datetime):
-    return (
-        Subscription.status == ACTIVE,
-        Subscription.deleted_at.is_(None),
-        or_(Subscription.expires_at.is_(None), Subscription.expires_at > now),
-    )
+_SUBSCRIPTIONS = Subscription.__table__
+# Built once: these run in every transaction that writes events.
+_INSERT_EVENTS = insert(Event.__table__).returning(Event.__table__.c.id, sort_by_parameter_order=True)
+_LIVE_SUBSCRIPTIONS = select(_SUBSCRIPTIONS.c.id, _SUBSCRIPTIONS.c.event_types, _SUBSCRIPTIONS.c.runbooks).where(
+    _SUBSCRIPTIONS.c.workspace_id == bindparam("workspace_id"),
+    _SUBSCRIPTIONS.c.status == ACTIVE,
+    _SUBSCRIPTIONS.c.deleted_at.is_(None),
+    or_(_SUBSCRIPTIONS.c.expires_at.is_(None), _SUBSCRIPTIONS.c.expires_at > bindparam("now")),
+)
 
 
 def fan_out(session: Session) -> None:
-    """Create a pending delivery per (new event, matching live subscription)."""
-    events: list[Event] = session.info.pop(PENDING_EVENTS, [])
-    if not events:
+    """Insert the transaction's events, then a pending delivery per (event, matching live subscription)."""
+    rows: list[dict[str, Any]] = session.info.pop(PENDING_EVENTS, [])
+    if not rows:
         return
     session.flush()
-    by_workspace: dict[int, list[Event]] = defaultdict(list)
-    for event in events:
-        by_workspace[event.workspace_id].append(event)
-    created = 0
+    connection = session.connection()
+    ids = connection.execute(_INSERT_EVENTS, rows).scalars().all()
+    by_workspace: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    for event_id, row in zip(ids, rows):
+        by_workspace[row["workspace_id"]].append((event_id, row))
+    deliveries = []
     for workspace_id, batch in by_workspace.items():
-        now = batch[-1].created_at
-        subscriptions = list(session.scalars(select(Subscription).where(Subscription.workspace_id == workspace_id, *_live(now))))
-        for event in batch:
+        now = batch[-1][1]["created_at"]
+        subscriptions = connection.execute(_LIVE_SUBSCRIPTIONS, {"workspace_id": workspace_id, "now": now}).all()
+        for event_id, row in batch:
             for subscription in subscriptions:
-                if matches(subscription, event):
-                    session.add(Delivery(
-                        id=new_message_id(), workspace_id=workspace_id, subscription_id=subscription.id, event_id=event.id,
-                        event_type=event.type, job_id=event.job_id, status="pending", attempts=0,
-                        next_attempt_at=event.created_at, created_at=event.created_at,
-                    ))
-                    created += 1
-    if created:
-        session.info[CREATED_DELIVERIES] = created
-        session.flush()
+                if matches(subscription, row["type"], row["runbook_key"]):
+                    deliveries.append({
+                        "id": new_message_id(), "workspace_id": workspace_id, "subscription_id": subscription.id, "event_id": event_id,
+                        "event_type": row["type"], "job_id": row["job_id"], "status": "pending", "attempts": 0,
+                        "next_attempt_at": row["created_at"], "created_at": row["created_at"],
+                    })
+    if deliveries:
+        connection.execute(insert(Delivery.__table__), deliveries)
+        session.info[CREATED_DELIVERIES] = len(deliveries)
 
 
 def flow_delivery_state(session: Session, job: Job) -> tuple[str, Delivery | None]:

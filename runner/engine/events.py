@@ -4,14 +4,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, cast, func
 from sqlalchemy.orm import Session
 
 from webhooks.fanout import PENDING_EVENTS
 
-from ..models import Event, Job
+from ..models import Job
 
-__all__ = ["emit", "emit_workspace", "job_data", "EVENT_TYPES"]
+__all__ = ["emit", "record", "emit_workspace", "job_data", "EVENT_TYPES"]
 
 # Every event type the runner writes, with what it means (subscriptions and the feed filter on these).
 EVENT_TYPES: dict[str, str] = {
@@ -54,36 +53,32 @@ def job_data(job: Job) -> dict[str, Any]:
     }
 
 
-def _txid(session: Session) -> Any:
-    """On PostgreSQL, the id of the writing transaction (evaluated by the server at insert)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(cast(func.pg_current_xact_id(), Text), BigInteger)
-    return None
+def _queue(session: Session, row: dict[str, Any]) -> None:
+    """Hold an event row until commit, when webhooks.fanout inserts the transaction's events (and their deliveries) in one go."""
+    session.info.setdefault(PENDING_EVENTS, []).append(row)
 
 
-def emit(session: Session, job: Job, type_: str, now: datetime, **extra: Any) -> Event:
+def record(session: Session, job: Job, seq: int, type_: str, now: datetime, **extra: Any) -> None:
+    """Record event number ``seq`` of ``job``."""
+    _queue(session, {
+        "workspace_id": job.workspace_id,
+        "job_id": job.id,
+        "seq": seq,
+        "type": type_,
+        "runbook_key": job.runbook_key,
+        "payload": {**job_data(job), **extra},
+        "created_at": now,
+    })
+
+
+def emit(session: Session, job: Job, type_: str, now: datetime, **extra: Any) -> None:
     """Record an event of ``job`` with the next per-job sequence number."""
     job.event_seq += 1
-    event = Event(
-        workspace_id=job.workspace_id,
-        job_id=job.id,
-        seq=job.event_seq,
-        type=type_,
-        runbook_key=job.runbook_key,
-        payload={**job_data(job), **extra},
-        created_at=now,
-        txid=_txid(session),
-    )
-    session.add(event)
-    session.info.setdefault(PENDING_EVENTS, []).append(event)
-    return event
+    record(session, job, job.event_seq, type_, now, **extra)
 
 
 def emit_workspace(session: Session, workspace_id: int, type_: str, now: datetime, payload: dict[str, Any],
-                   *, runbook_key: str | None = None) -> Event:
+                   *, runbook_key: str | None = None) -> None:
     """Record an event that belongs to no job (e.g. a subscription being disabled)."""
-    event = Event(workspace_id=workspace_id, job_id=None, seq=None, type=type_, runbook_key=runbook_key,
-                  payload=payload, created_at=now, txid=_txid(session))
-    session.add(event)
-    session.info.setdefault(PENDING_EVENTS, []).append(event)
-    return event
+    _queue(session, {"workspace_id": workspace_id, "job_id": None, "seq": None, "type": type_, "runbook_key": runbook_key,
+                     "payload": payload, "created_at": now})

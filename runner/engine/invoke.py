@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from ..runtime import JOBS_DUE, Runtime
 from ..services import audit
 from ..services.params import validate_values
 from ..services.runbooks import KEY_RE
-from .events import emit
+from .events import record
 from .states import JobStatus
 from .versions import load_body
 
@@ -57,15 +57,39 @@ def request_hash(runbook_ref: str, parameters: Any, extra: dict[str, Any] | None
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _find_runbook(session: Session, workspace_id: int, ref: str) -> Runbook:
-    column = Runbook.key if KEY_RE.match(ref) else Runbook.name
-    runbook = session.scalar(select(Runbook).where(Runbook.workspace_id == workspace_id, column == ref))
-    if runbook is None:
+@dataclass(frozen=True)
+class RunbookHead:
+    """What invoking needs to know of a runbook: identity, lifecycle, and the body of its current version."""
+
+    id: int
+    workspace_id: int
+    key: str
+    name: str
+    status: str
+    callable: bool
+    version: int
+    version_id: int
+    body: dict[str, Any]
+
+
+_RUNBOOKS = Runbook.__table__
+_HEAD = select(_RUNBOOKS.c.id, _RUNBOOKS.c.workspace_id, _RUNBOOKS.c.key, _RUNBOOKS.c.name, _RUNBOOKS.c.status,
+               _RUNBOOKS.c.callable, _RUNBOOKS.c.version, _RUNBOOKS.c.version_id)
+# Built once: invoking is the hot path, and a statement built per call costs more than running it.
+_HEAD_BY_KEY = _HEAD.where(_RUNBOOKS.c.workspace_id == bindparam("workspace_id"), _RUNBOOKS.c.key == bindparam("ref"))
+_HEAD_BY_NAME = _HEAD.where(_RUNBOOKS.c.workspace_id == bindparam("workspace_id"), _RUNBOOKS.c.name == bindparam("ref"))
+_INSERT_JOB = insert(Job.__table__).returning(Job.__table__.c.id)
+
+
+def _find_runbook(session: Session, workspace_id: int, ref: str) -> RunbookHead:
+    statement = _HEAD_BY_KEY if KEY_RE.match(ref) else _HEAD_BY_NAME
+    row = session.connection().execute(statement, {"workspace_id": workspace_id, "ref": ref}).first()
+    if row is None:
         raise NotFound(f"runbook {ref!r} not found")
-    return runbook
+    return RunbookHead(*row, body=load_body(session, row.version_id))
 
 
-def _check_runnable(rt: Runtime, runbook: Runbook, *, require_callable: bool, via: str = "") -> None:
+def _check_runnable(rt: Runtime, runbook: RunbookHead, *, require_callable: bool, via: str = "") -> None:
     env = rt.settings.environment
     if runbook.status == RunbookStatus.ARCHIVED.value:
         raise Conflict(f"runbook {runbook.key} ({runbook.name}) is archived and cannot run{via}", current_status=runbook.status)
@@ -86,24 +110,16 @@ def _check_runnable(rt: Runtime, runbook: Runbook, *, require_callable: bool, vi
         )
 
 
-def pin_call_tree(rt: Runtime, session: Session, root: Runbook, *, start_depth: int = 0) -> dict[str, int]:
+def pin_call_tree(rt: Runtime, session: Session, root: RunbookHead, *, start_depth: int = 0) -> dict[str, int]:
     """Fix the version of every runbook the root may call, refusing cycles, depth overruns and forbidden calls.
 
     Returns ``{str(runbook_id): runbook_version_id}``.
     """
     max_depth = rt.settings.max_call_depth
     pins: dict[str, int] = {}
-    versions: dict[int, int] = {}
 
-    def version_id(runbook: Runbook) -> int:
-        if runbook.id not in versions:
-            versions[runbook.id] = session.scalar(
-                select(RunbookVersion.id).where(RunbookVersion.runbook_id == runbook.id, RunbookVersion.version == runbook.version)
-            )
-        return versions[runbook.id]
-
-    def visit(runbook: Runbook, path: list[Runbook], depth: int) -> None:
-        pins[str(runbook.id)] = version_id(runbook)
+    def visit(runbook: RunbookHead, path: list[RunbookHead], depth: int) -> None:
+        pins[str(runbook.id)] = runbook.version_id
         for step in runbook.body["steps"]:
             action = step["action"]
             if action["type"] != "runbook":
@@ -139,12 +155,13 @@ def pin_call_tree(rt: Runtime, session: Session, root: Runbook, *, start_depth: 
     return pins
 
 
-def _new_job(rt: Runtime, session: Session, *, runbook: Runbook, version_id: int, version: int, parameters: dict[str, Any],
+def _new_job(rt: Runtime, session: Session, *, runbook: RunbookHead, version_id: int, version: int, parameters: dict[str, Any],
              trigger: Trigger, pins: dict[str, int], now: datetime, parent: Job | None = None, parent_step: int | None = None,
              idempotency_key: str | None = None, request_digest: str | None = None, change_ref: str | None = None,
              incident_ref: str | None = None) -> Job:
+    """Insert a queued job with its first two events; return it (detached: load it to change it in this session)."""
     job_uuid = str(uuidlib.uuid4())
-    job = Job(
+    values = dict(
         uuid=job_uuid,
         workspace_id=runbook.workspace_id,
         runbook_id=runbook.id,
@@ -171,13 +188,14 @@ def _new_job(rt: Runtime, session: Session, *, runbook: Runbook, version_id: int
         deadline_at=parent.deadline_at if parent else None,
         cursor=0,
         next_run_at=now,
-        event_seq=0,
+        pause_requested=False,
+        event_seq=2,
     )
-    session.add(job)
-    session.flush()
+    job_id = session.connection().execute(_INSERT_JOB, values).scalar_one()
+    job = Job(id=job_id, **values)
     session.info[JOBS_DUE] = True
-    emit(session, job, "job.created", now)
-    emit(session, job, "runbook.invoked", now, parameters=parameters)
+    record(session, job, 1, "job.created", now)
+    record(session, job, 2, "runbook.invoked", now, parameters=parameters)
     audit.record(session, rt.clock, workspace_id=job.workspace_id, actor=trigger.actor, action="job.create", target=job_uuid,
                  detail={"runbook": runbook.key, "version": version, "triggered_by": trigger.kind, "trigger_ref": trigger.ref})
     return job
@@ -235,13 +253,13 @@ def create_child(rt: Runtime, session: Session, parent: Job, step: dict[str, Any
     if parent.depth + 1 > rt.settings.max_call_depth:
         raise InvalidInput(f"calling {ref!r} would nest deeper than the maximum of {rt.settings.max_call_depth}")
     version_id = parent.pins[str(child.id)]
-    version_row = session.get(RunbookVersion, version_id)
+    version = session.scalar(select(RunbookVersion.version).where(RunbookVersion.id == version_id))
     body = load_body(session, version_id)
     try:
         values = validate_values(body["parameters"], parameters)
     except RunnerError as exc:
         raise InvalidInput(f"runbook {child.key} ({child.name}) refused the parameters: {exc.detail}", errors=exc.errors) from exc
-    return _new_job(rt, session, runbook=child, version_id=version_id, version=version_row.version, parameters=values,
+    return _new_job(rt, session, runbook=child, version_id=version_id, version=version, parameters=values,
                     trigger=Trigger("runbook", parent.actor, parent.uuid), pins=parent.pins, now=now, parent=parent,
                     parent_step=step["order"])
 
@@ -260,12 +278,11 @@ def create_or_stop(rt: Runtime, session: Session, request: JobRequest) -> Job:
     except (InvalidInput, Conflict) as exc:
         failure = exc
     runbook = _find_runbook(session, request.workspace_id, request.runbook_ref)
-    version_id = session.scalar(select(RunbookVersion.id).where(RunbookVersion.runbook_id == runbook.id,
-                                                                RunbookVersion.version == runbook.version))
     parameters = request.parameters if isinstance(request.parameters, dict) else {}
-    job = _new_job(rt, session, runbook=runbook, version_id=version_id, version=runbook.version, parameters=parameters,
-                   trigger=request.trigger, pins={str(runbook.id): version_id}, now=rt.clock.now(),
-                   idempotency_key=request.idempotency_key, request_digest=None)
+    created = _new_job(rt, session, runbook=runbook, version_id=runbook.version_id, version=runbook.version, parameters=parameters,
+                       trigger=request.trigger, pins={str(runbook.id): runbook.version_id}, now=rt.clock.now(),
+                       idempotency_key=request.idempotency_key, request_digest=None)
+    job = session.get(Job, created.id)
     failing = [e["field"] for e in failure.errors if str(e.get("field", "")).startswith("parameters")]
     if failing:
         reason = StopReason.PARAMS_INVALID

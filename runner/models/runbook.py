@@ -39,6 +39,8 @@ class Runbook(Base):
     owner: Mapped[str] = mapped_column(String(120))
     status: Mapped[str] = mapped_column(String(16), default=RunbookStatus.DRAFT.value)
     version: Mapped[int] = mapped_column(default=1)
+    # Id of the RunbookVersion row of ``version`` (so invoking needs no extra lookup).
+    version_id: Mapped[int | None]
     callable: Mapped[bool] = mapped_column(default=False)
     body: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]

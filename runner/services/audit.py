@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ..auth import Action, Actor, require
@@ -12,7 +12,10 @@ from ..models import AuditEntry
 from ..runtime import Runtime
 from .pagination import decode_cursor, encode_cursor
 
-__all__ = ["record", "entry_to_dict", "page"]
+__all__ = ["record", "flush", "entry_to_dict", "page"]
+
+# Key in ``session.info`` holding audit rows until the transaction commits.
+PENDING_AUDIT = "rbm_pending_audit"
 
 
 def record(
@@ -30,18 +33,20 @@ def record(
         name, role, source = actor.subject, actor.role.value, actor.source
     else:
         name, role, source = actor, None, "system"
-    session.add(
-        AuditEntry(
-            workspace_id=workspace_id,
-            at=clock.now(),
-            actor=name,
-            role=role,
-            action=action,
-            target=target,
-            source=source,
-            detail=detail or {},
-        )
-    )
+    session.info.setdefault(PENDING_AUDIT, []).append({
+        "workspace_id": workspace_id, "at": clock.now(), "actor": name, "role": role, "action": action,
+        "target": target, "source": source, "detail": detail or {},
+    })
+
+
+_INSERT = insert(AuditEntry.__table__)
+
+
+def flush(session: Session) -> None:
+    """Insert the transaction's audit entries in one statement (called just before commit)."""
+    rows = session.info.pop(PENDING_AUDIT, [])
+    if rows:
+        session.connection().execute(_INSERT, rows)
 
 
 def entry_to_dict(entry: AuditEntry) -> dict[str, Any]:

@@ -236,8 +236,11 @@ def _store_version(rt: Runtime, session: Session, actor: Actor, runbook: Runbook
     runbook.name, runbook.title, runbook.owner = body["name"], body["title"], body["owner"]
     runbook.description, runbook.category, runbook.callable = body["description"], body["category"], body["callable"]
     runbook.updated_at = now
-    session.add(RunbookVersion(runbook_id=runbook.id, version=runbook.version, body=body, created_at=now,
-                               created_by=actor.subject, source=source))
+    version = RunbookVersion(runbook_id=runbook.id, version=runbook.version, body=body, created_at=now,
+                             created_by=actor.subject, source=source)
+    session.add(version)
+    session.flush()
+    runbook.version_id = version.id
 
 
 def create(rt: Runtime, actor: Actor, data: dict[str, Any], *, source: str | None = None, audit_detail: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -153,25 +153,30 @@ def test_environment_picks_the_manifests_default_base_url(environment: str) -> N
 def test_base_url_overrides_the_environments_default(mocked) -> None:
     connection = Connection.from_fields({**SCRIPTED_FIELDS, "environment": "eu-production", "base_url": "http://127.0.0.1:9999/"})
     mocked.get("http://127.0.0.1:9999/api/v1/environment", json={"id": "eu-production"})
+    client = RunnerClient(connection)
 
-    RunnerClient(connection).request("GET", RunnerClient(connection).url("/api/v1/environment"))
+    client.request("GET", client.url("/api/v1/environment"))
 
     assert connection.base_url == "http://127.0.0.1:9999"
     assert mocked.calls[0].request.headers["X-Runbook-Environment"] == "eu-production"
 
 
-@pytest.mark.parametrize(("change", "mentions"), [
-    ({"environment": "us-production"}, "us-production"),
-    ({"environment": ""}, "environment"),
-    ({"api_token": ""}, "api_token"),
-    ({"api_token": None}, "api_token"),
-    ({"workspace": ""}, "workspace"),
-    ({"base_url": "ftp://runner.example.com"}, "ftp://runner.example.com"),
-    ({"base_url": "runner.example.com"}, "runner.example.com"),
-], ids=["unknown-environment", "no-environment", "empty-token", "missing-token", "no-workspace", "ftp-url", "bare-host"])
-def test_unusable_connection_is_refused_before_anything_is_sent(mocked, change: dict[str, Any], mentions: str) -> None:
+def _without(name: str) -> dict[str, Any]:
+    return {k: v for k, v in SCRIPTED_FIELDS.items() if k != name}
+
+
+@pytest.mark.parametrize(("fields", "mentions"), [
+    ({**SCRIPTED_FIELDS, "environment": "us-production"}, "us-production"),
+    (_without("environment"), "environment"),
+    (_without("api_token"), "api_token"),
+    ({**SCRIPTED_FIELDS, "api_token": ""}, "api_token"),
+    (_without("workspace"), "workspace"),
+    ({**SCRIPTED_FIELDS, "base_url": "ftp://runner.example.com"}, "ftp://runner.example.com"),
+    ({**SCRIPTED_FIELDS, "base_url": "runner.example.com"}, "runner.example.com"),
+], ids=["unknown-environment", "no-environment", "missing-token", "empty-token", "no-workspace", "ftp-url", "bare-host"])
+def test_unusable_connection_is_refused_before_anything_is_sent(mocked, fields: dict[str, Any], mentions: str) -> None:
     with pytest.raises(ConfigurationError) as raised:
-        connector.run("connection.test", {**SCRIPTED_FIELDS, **change})
+        connector.run("connection.test", fields)
     assert mentions in raised.value.message
     assert len(mocked.calls) == 0
 

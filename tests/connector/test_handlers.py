@@ -302,11 +302,14 @@ def test_runbook_action_subscribe_does_not_create_on_other_errors(mocked) -> Non
     assert len(mocked.calls) == 1
 
 
+def _page(keys: list[str], cursor: str | None) -> dict[str, Any]:
+    return {"items": [{"key": k, "title": f"Runbook {k}"} for k in keys], "next_cursor": cursor}
+
+
 def test_pick_list_follows_next_cursor_across_pages(mocked) -> None:
-    page = lambda keys, cursor: {"items": [{"key": k, "title": f"Runbook {k}"} for k in keys], "next_cursor": cursor}  # noqa: E731
-    mocked.get(f"{WS}/runbooks", json=page(["RB-00001", "RB-00002"], "page-2"))
-    mocked.get(f"{WS}/runbooks", json=page(["RB-00005"], "page-3"))
-    mocked.get(f"{WS}/runbooks", json=page([], None))
+    mocked.get(f"{WS}/runbooks", json=_page(["RB-00001", "RB-00002"], "page-2"))
+    mocked.get(f"{WS}/runbooks", json=_page(["RB-00005"], "page-3"))
+    mocked.get(f"{WS}/runbooks", json=_page([], None))
 
     choices = _run("runbook_action.pick_list", {})
 
@@ -324,3 +327,24 @@ def test_pick_list_follows_next_cursor_across_pages(mocked) -> None:
 def test_parameters_schema_is_the_chosen_runbooks(mocked, parameters: dict[str, Any], schema: dict[str, Any]) -> None:
     mocked.get(f"{WS}/runbooks/RB-00003", json=_runbook("published", parameters, True))
     assert _run("runbook_action.parameters_schema", {"runbook_action": "RB-00003"}) == schema
+
+
+# --- the operations both triggers share -----------------------------------------------------------------------------
+
+def test_renew_moves_the_subscriptions_expiry(mocked) -> None:
+    mocked.patch(f"{WS}/hooks/sub_1", json={"id": "sub_1", "expires_at": "2026-12-01T00:00:00+00:00", "status": "active"})
+    out = _run("subscription.renew", {"id": "sub_1", "expires_at": "2026-12-01T00:00:00+00:00"})
+    assert body_of(mocked.calls[0]) == {"expires_at": "2026-12-01T00:00:00+00:00"}
+    assert out == {"id": "sub_1", "expires_at": "2026-12-01T00:00:00+00:00", "status": "active"}
+
+
+@pytest.mark.parametrize("status", [204, 404], ids=["removed-now", "already-removed"])
+def test_unsubscribe_counts_an_already_removed_subscription_as_removed(mocked, status: int) -> None:
+    mocked.delete(f"{WS}/hooks/sub_1", status=status, **({"json": {"status": 404, "detail": "no such subscription"}} if status == 404 else {}))
+    assert _run("subscription.unsubscribe", {"id": "sub_1"}) == {"id": "sub_1", "unsubscribed": True}
+
+
+def test_unsubscribe_refused_for_another_reason_fails(mocked) -> None:
+    mocked.delete(f"{WS}/hooks/sub_1", status=403, json={"status": 403, "detail": "members may not manage subscriptions"})
+    with pytest.raises(connector.FatalError, match="members may not manage subscriptions"):
+        _run("subscription.unsubscribe", {"id": "sub_1"})

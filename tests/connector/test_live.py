@@ -108,7 +108,7 @@ def test_retried_invocation_with_the_same_idempotency_key_returns_the_same_job(l
 
     assert again["job"]["uuid"] == first["job"]["uuid"]
     assert server.hits["/restart/cache"] == 1, "the retry started another job"
-    assert live.api("GET", "/jobs", params={"runbook": key}).json()["items"].__len__() == 1
+    assert len(live.api("GET", "/jobs", params={"runbook": key}).json()["items"]) == 1
 
 
 # --- c. a flow-backed child -------------------------------------------------------------------------------------
@@ -129,6 +129,20 @@ def test_flow_backed_runbook_delivers_its_invocation_to_the_flow(live: LiveRunne
     assert output["parameters"] == {"service": "orders-db"}
     assert output["job"]["uuid"] == invoked["job"]["uuid"]
     assert output["runbook"]["key"] == subscription["runbook"] and output["environment"] == "eu-qa"
+
+
+def test_flow_backed_job_succeeds_only_once_the_flow_answered_200(live: LiveRunner, server: CountingServer) -> None:
+    server.script("/flow-late", 503)
+    subscription = connector.run("runbook_action.subscribe", live.fields(), {
+        "runbook": "flow-late", "parameters": SCHEMA, "target_url": server.url + "/flow-late"})
+
+    invoked = connector.run("runbook_action.execute", live.fields(), {
+        "runbook_action": subscription["runbook"], "parameters": {"service": "orders-db"}, "wait": True, "timeout_seconds": 30})
+
+    assert (invoked["finished"], invoked["status"]) == (True, "succeeded"), invoked
+    assert server.hits["/flow-late"] == 2, "the job ended before the flow acknowledged the delivery"
+    attempts = live.api("GET", f"/hooks/{subscription['id']}/deliveries").json()["items"][0]["attempt_log"]
+    assert [a["status"] for a in attempts] == [503, 200]
 
 
 def test_flow_backed_runbook_is_created_callable_with_the_triggers_schema(live: LiveRunner, server: CountingServer) -> None:
