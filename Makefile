@@ -7,7 +7,7 @@ PORT   ?= 8080
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k engine -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+# Benchmarks (not part of `make test`): `make bench` (about 10 minutes), `make bench QUICK=1` (under a minute).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench: $(VENV)/.installed-test
+	command -v hey >/dev/null 2>&1 || $(SUDO) apt-get install -y -q hey || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q hey)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache

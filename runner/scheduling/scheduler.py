@@ -38,6 +38,8 @@ __all__ = ["ScheduleRunner", "Leadership", "fire", "fire_now", "APSCHEDULER_TABL
 log = logging.getLogger(__name__)
 
 APSCHEDULER_TABLE = "apscheduler_jobs"
+# Bump when the meaning of a stored trigger changes, so stored triggers are rebuilt on the next sync.
+TRIGGER_FORMAT = 2
 # Seconds between two ticks: the worst-case lateness of a fire, plus the time to fire.
 DEFAULT_TICK_SECONDS = 0.5
 
@@ -137,7 +139,7 @@ class ScheduleRunner:
             self.store.remove_job(stale)
         grace = self.rt.settings.scheduler_misfire_grace_seconds
         for schedule_id, (expression, zone) in desired.items():
-            fingerprint = f"{expression}|{zone}"
+            fingerprint = f"{TRIGGER_FORMAT}|{expression}|{zone}"
             current = existing.get(schedule_id)
             if current is not None and current.name == fingerprint:
                 continue
