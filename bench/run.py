@@ -151,6 +151,8 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; without TCP_NODELAY, Nagle and delayed ACKs add 40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass

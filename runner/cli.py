@@ -55,7 +55,8 @@ def main() -> None:
 @click.option("--no-worker", is_flag=True, help="Serve the API only; run `runbook-manager worker` elsewhere.")
 @click.option("--workers", type=int, default=None, help="API processes (default RUNBOOK_MANAGER_WEB_WORKERS).")
 def serve(host: str, port: int, demo: bool, no_scheduler: bool, no_worker: bool, workers: int | None) -> None:
-    """Serve the API; on SQLite also run the job and delivery workers and the scheduler."""
+    """Serve the API, plus (unless told not to) the job and delivery workers and the scheduler in a child process."""
+    _share_metrics()
     from .app import create_app
     from .background import BackgroundProcess
     from .migrate import upgrade
@@ -92,6 +93,19 @@ def serve(host: str, port: int, demo: bool, no_scheduler: bool, no_worker: bool,
               threads=settings.web_threads, on_ready=ready, on_exit=stop)
 
 
+def _share_metrics() -> None:
+    """Let /metrics add up the counters of every process serve starts (gunicorn workers and the background child)."""
+    import os
+    import shutil
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = Path(Settings.from_env().var_dir).resolve() / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def _require_current_schema(rt: Runtime) -> None:
     from .migrate import current_revision, head_revision
 
@@ -110,25 +124,10 @@ def worker(with_scheduler: bool, parent_pid: int | None) -> None:
 
 def _run_roles(*, jobs: bool, deliveries: bool, scheduler: bool, parent_pid: int | None) -> None:
     """Run background roles until SIGTERM/SIGINT (or until the parent process is gone)."""
-    import os
-    import signal
-    import threading
+    from .background import run_roles
 
-    from .roles import Roles
-
-    rt = _runtime()
-    _require_current_schema(rt)
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
-    roles = Roles(rt, jobs=jobs, deliveries=deliveries, scheduler=scheduler)
-    roles.start()
-    try:
-        while not stopping.wait(1.0):
-            if parent_pid is not None and os.getppid() != parent_pid:
-                break
-    finally:
-        roles.stop()
+    _require_current_schema(_runtime())
+    run_roles(jobs=jobs, deliveries=deliveries, scheduler=scheduler, parent_pid=parent_pid)
 
 
 @main.command()

@@ -49,7 +49,7 @@ class Settings:
     lease_seconds: float = _setting(30.0, "How long a worker owns a claimed job or delivery before another may take it over.")
     poll_interval: float = _setting(0.2, "Seconds an idle worker waits before looking for work again.")
     worker_threads: int = _setting(4, "Job-executing threads per worker process.")
-    delivery_threads: int = _setting(2, "Webhook-delivering threads per worker process.")
+    delivery_threads: int = _setting(4, "Webhook-delivering threads per worker process.")
     web_workers: int = _setting(2, "gunicorn worker processes started by `serve`.")
     web_threads: int = _setting(8, "Threads per gunicorn worker process.")
     http_timeout: float = _setting(10.0, "Default timeout (seconds) of an http step attempt.")
@@ -64,7 +64,7 @@ class Settings:
     token_cache_seconds: float = _setting(5.0, "How long a verified API token is trusted before it is checked again.")
     log_level: str = _setting("INFO", "Python logging level.")
     demo_workspace: str = _setting("demo", "Workspace slug that `serve --demo` creates and fills.")
-    var_dir: str = _setting("var", "Directory for local state (SQLite file, demo token).")
+    var_dir: str = _setting("var", "Directory for local state: the demo token and the metrics of `serve`'s processes.")
     scheduler_misfire_grace_seconds: int = _setting(
         3600, "A cron tick missed by up to this many seconds still fires (once, coalesced)."
     )

@@ -1,6 +1,7 @@
 """``runbook-manager serve``: the API behind gunicorn, plus the background roles in the embedded default."""
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -26,12 +27,29 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return self._factory()
+        app = self._factory()
+        # Keep the garbage collector off the objects loaded so far, so forked workers keep sharing their pages.
+        gc.freeze()
+        return app
+
+
+def _fresh_connections(server: Any, worker: Any) -> None:
+    """Drop database connections inherited from the master (a forked worker must open its own)."""
+    from .api.context import EXTENSION
+
+    app = server.app.callable
+    if app is not None and EXTENSION in app.extensions:
+        app.extensions[EXTENSION].db.engine.dispose(close=False)
 
 
 def serve_api(factory: Callable[[], Flask], *, host: str, port: int, workers: int, threads: int,
               on_ready: Callable[[], None] | None = None, on_exit: Callable[[], None] | None = None) -> None:
-    """Serve the API with gunicorn's threaded workers until stopped."""
+    """Serve the API with gunicorn's threaded workers until stopped.
+
+    The app is built once in the master and the workers are forked from it
+    (preload), so they share the imported code instead of each loading its own
+    copy; each worker then opens its own database connections.
+    """
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -44,6 +62,8 @@ def serve_api(factory: Callable[[], Flask], *, host: str, port: int, workers: in
         "errorlog": "-",
         "loglevel": "warning",
         "proc_name": "runbook-manager",
+        "preload_app": True,
+        "post_fork": _fresh_connections,
     }
     if on_ready is not None:
         options["when_ready"] = lambda _server: on_ready()

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Bytes of a receiver's answer kept with each attempt.
 EXCERPT_BYTES = 512
+# Deliveries one thread claims at a time (it sends them one after the other; leases are renewed by the heartbeat).
+DEFAULT_CLAIM_BATCH = 10
 # Jitter of delivery retry delays (fraction of the delay).
 DEFAULT_DELIVERY_JITTER = 0.2
 USER_AGENT = "runbook-manager-webhooks/1"
@@ -245,7 +247,7 @@ class DeliveryWorker:
         signal = self.rt.signals[DELIVERIES_DUE]
         while not self._stop.is_set():
             try:
-                ids = claim_deliveries(self.rt, self.worker_id, 1)
+                ids = claim_deliveries(self.rt, self.worker_id, DEFAULT_CLAIM_BATCH)
             except Exception:  # noqa: BLE001 - the store may be briefly unavailable
                 log.exception("claiming deliveries failed")
                 ids = []

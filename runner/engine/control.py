@@ -12,6 +12,7 @@ from ..auth import Action, Actor, require, role_satisfies
 from ..errors import Conflict, Forbidden, IllegalTransition
 from ..models import Event, Job
 from ..runtime import JOBS_DUE, Runtime
+from ..services import audit
 from ..services.pagination import decode_cursor, encode_cursor
 from .driver import drive
 from .invoke import JobRequest, Trigger, create_job
@@ -122,12 +123,15 @@ def _settle(rt: Runtime, machine: Machine) -> None:
         machine.session.info[JOBS_DUE] = True
 
 
-def _act(rt: Runtime, actor: Actor, job_uuid: str, apply: Any) -> dict[str, Any]:
-    require(actor, Action.OPERATE)
+def _act(rt: Runtime, actor: Actor, job_uuid: str, apply: Any, *, audit_action: str, detail: dict[str, Any] | None = None,
+         permission: Action = Action.OPERATE) -> dict[str, Any]:
+    require(actor, permission)
     with rt.db.write() as session:
         job = find_job(session, actor, job_uuid, lock=True, postgres=rt.db.is_postgres)
         machine = Machine(rt, session, job, actor=actor.subject)
         apply(machine)
+        audit.record(session, rt.clock, workspace_id=actor.workspace_id, actor=actor, action=audit_action, target=job.uuid,
+                     detail={"runbook": job.runbook_key, **(detail or {})})
         session.flush()
         return job_to_dict(rt, session, job)
 
@@ -170,20 +174,24 @@ def step_action(rt: Runtime, actor: Actor, job_uuid: str, order: int, action: st
                            step_status=StepStatus.FAILED)
             return
         elif action == "approve":
-            ev = _open_step(machine, order, {Waiting.APPROVAL}, "approve")
-            step = machine.step(order)
-            if not role_satisfies(actor.role, step.get("owner_role")):
+            owner_role = machine.step(order).get("owner_role") if 1 <= order <= len(machine.steps) else None
+            if owner_role is None:
+                require(actor, Action.OPERATE)
+            elif not role_satisfies(actor.role, owner_role):
                 raise Forbidden(
-                    f"step {order} must be approved by role {step['owner_role']!r} or higher; {actor.subject} is {actor.role.value!r}",
-                    required_role=step["owner_role"],
+                    f"step {order} must be approved by role {owner_role!r} or higher; {actor.subject} is {actor.role.value!r}",
+                    required_role=owner_role,
                 )
+            ev = _open_step(machine, order, {Waiting.APPROVAL}, "approve")
             ev.approved_by = actor.subject
             ev.approved_at = machine.now
             machine.emit("step.approved", step={"order": order, "title": ev.title}, approved_by=actor.subject, note=note)
             machine._ensure_running()
         _settle(rt, machine)
 
-    return _act(rt, actor, job_uuid, apply)
+    # Approvals are checked against the step's owner_role inside apply; every other action needs an operator.
+    permission = Action.VIEW_PUBLISHED if action == "approve" else Action.OPERATE
+    return _act(rt, actor, job_uuid, apply, audit_action=f"step.{action}", detail={"step": order, "note": note}, permission=permission)
 
 
 def pause(rt: Runtime, actor: Actor, job_uuid: str) -> dict[str, Any]:
@@ -199,7 +207,7 @@ def pause(rt: Runtime, actor: Actor, job_uuid: str) -> dict[str, Any]:
             if status is JobStatus.QUEUED:
                 _settle(rt, machine)
 
-    return _act(rt, actor, job_uuid, apply)
+    return _act(rt, actor, job_uuid, apply, audit_action="job.pause")
 
 
 def resume(rt: Runtime, actor: Actor, job_uuid: str) -> dict[str, Any]:
@@ -218,7 +226,7 @@ def resume(rt: Runtime, actor: Actor, job_uuid: str) -> dict[str, Any]:
             raise IllegalTransition(f"cannot resume: job {job.uuid} is {machine.status.value}, not paused",
                                     current_status=machine.status.value)
 
-    return _act(rt, actor, job_uuid, apply)
+    return _act(rt, actor, job_uuid, apply, audit_action="job.resume")
 
 
 def abort(rt: Runtime, actor: Actor, job_uuid: str, reason: str | None = None) -> dict[str, Any]:
@@ -231,5 +239,5 @@ def abort(rt: Runtime, actor: Actor, job_uuid: str, reason: str | None = None) -
         message = f"aborted by {actor.subject}" + (f": {reason}" if reason else "")
         machine.finish(JobStatus.CANCELLED, EndedBy.PERSON, message=message)
 
-    return _act(rt, actor, job_uuid, apply)
+    return _act(rt, actor, job_uuid, apply, audit_action="job.abort", detail={"reason": reason})
 

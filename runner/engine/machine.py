@@ -86,13 +86,22 @@ class Machine:
     actor: str | None = None
     now: datetime = field(init=False)
     body: dict[str, Any] = field(init=False)
-    _events: dict[int, StepEvent] = field(init=False)
+    _loaded: dict[int, StepEvent] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.now = self.rt.clock.now()
         self.body = load_body(self.session, self.job.version_id)
-        rows = self.session.scalars(select(StepEvent).where(StepEvent.job_id == self.job.id))
-        self._events = {row.order: row for row in rows}
+
+    @property
+    def _events(self) -> dict[int, StepEvent]:
+        """The job's step events, read on first use (a job that has not started has none to read)."""
+        if self._loaded is None:
+            if self.job.cursor == 0:
+                self._loaded = {}
+            else:
+                rows = self.session.scalars(select(StepEvent).where(StepEvent.job_id == self.job.id))
+                self._loaded = {row.order: row for row in rows}
+        return self._loaded
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -336,7 +345,8 @@ class Machine:
         if job.parent_job_uuid:
             self.session.execute(
                 update(Job).where(Job.uuid == job.parent_job_uuid, Job.status == JobStatus.WAITING.value,
-                                  Job.waiting_for == Waiting.CHILD.value).values(next_run_at=self.now)
+                                  Job.waiting_for == Waiting.CHILD.value).values(next_run_at=self.now),
+                execution_options={"synchronize_session": False},
             )
             self.session.info[JOBS_DUE] = True
         if target is not JobStatus.SUCCEEDED:

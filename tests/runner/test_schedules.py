@@ -509,9 +509,9 @@ def test_roles_hold_a_schedule_runner_only_with_the_scheduler(rt, scheduler, exp
     assert [type(part).__name__ for part in roles.parts] == expected
 
 
-@pytest.mark.parametrize(("scheduler", "with_flag"), [(True, True), (False, False)])
-def test_background_worker_gets_with_scheduler_only_when_asked(scheduler, with_flag):
-    args = BackgroundProcess(scheduler=scheduler).args()
+@pytest.mark.parametrize("scheduler", [True, False])
+def test_background_roles_include_the_scheduler_only_when_asked(scheduler):
+    options = BackgroundProcess(scheduler=scheduler).options()
 
-    assert args[args.index("-m"):args.index("-m") + 3] == ["-m", "runner.cli", "worker"]
-    assert ("--with-scheduler" in args) is with_flag
+    assert options["jobs"] is True and options["deliveries"] is True
+    assert options["scheduler"] is scheduler
