@@ -65,6 +65,14 @@ class Settings:
     log_level: str = _setting("INFO", "Python logging level.")
     demo_workspace: str = _setting("demo", "Workspace slug that `serve --demo` creates and fills.")
     var_dir: str = _setting("var", "Directory for local state: the demo token and the metrics of `serve`'s processes.")
+    console_secret_key: str = _setting(
+        "",
+        "Key that signs the operator console's session cookie; empty means one generated once and kept in "
+        "`<var_dir>/console-secret-key`, so every process of the runner shares it.",
+    )
+    console_secure_cookies: bool = _setting(
+        False, "Mark the console's session cookie `Secure`; set it to true when the runner is reached over HTTPS."
+    )
     scheduler_misfire_grace_seconds: int = _setting(
         3600, "A cron tick missed by up to this many seconds still fires (once, coalesced)."
     )

@@ -14,7 +14,7 @@ from ..models import ApiToken, Workspace
 from ..runtime import Runtime
 from . import audit
 
-__all__ = ["create_workspace", "get_workspace", "ensure_workspace", "create_token", "authenticate", "list_tokens", "revoke_token"]
+__all__ = ["create_workspace", "get_workspace", "ensure_workspace", "create_token", "authenticate", "authenticate_hash", "list_tokens", "revoke_token"]
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -151,7 +151,11 @@ def authenticate(rt: Runtime, token: str | None, slug: str, *, source: str | Non
     """
     if not token:
         raise Unauthorized("send an API token as 'Authorization: Bearer <token>'")
-    digest = hash_token(token)
+    return authenticate_hash(rt, hash_token(token), slug, source=source)
+
+
+def authenticate_hash(rt: Runtime, digest: str, slug: str | None, *, source: str | None = None) -> Actor:
+    """Turn a token's hash (as the console's session keeps it) into an Actor; ``slug`` None accepts the token's own workspace."""
     cached = rt.tokens.get(digest)
     if cached is None:
         with rt.db.read() as session:
@@ -160,7 +164,7 @@ def authenticate(rt: Runtime, token: str | None, slug: str, *, source: str | Non
             raise Unauthorized("the API token is unknown, revoked or expired")
         rt.tokens.put(digest, cached)
     workspace_id, workspace_slug, subject, role, token_id = cached
-    if workspace_slug != slug:
+    if slug is not None and workspace_slug != slug:
         raise NotFound(f"workspace {slug!r} not found")
     return Actor(workspace_id, workspace_slug, subject, Role(role), token_id, source)
 

@@ -1,0 +1,60 @@
+"""The hot routes run a fixed, small number of SQL statements: no N+1 as runbooks, steps or jobs grow."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from sqlalchemy import event
+
+# Upper bounds of statements per request; raising one needs a reason (it is paid on every invocation).
+INVOKE_STATEMENTS = 10
+GET_JOB_STATEMENTS = 6
+
+
+@contextmanager
+def counting(engine):
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):  # noqa: ANN001
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def _runbook(api, name, steps):
+    body = {"name": name, "title": name, "callable": True, "steps": [{"title": f"Step {i}"} for i in range(1, steps + 1)]}
+    assert api.post("/runbooks", json=body).status_code == 201
+    assert api.post(f"/runbooks/{name}/publish").status_code == 200
+
+
+def test_invoke_runs_a_bounded_number_of_statements_whatever_the_history(api, rt):
+    _runbook(api, "short", 3)
+    for _ in range(5):
+        api.post("/runbooks/short/jobs", json={})
+    with counting(rt.db.engine) as first:
+        assert api.post("/runbooks/short/jobs", json={}).status_code == 202
+    for _ in range(20):
+        api.post("/runbooks/short/jobs", json={})
+    with counting(rt.db.engine) as later:
+        assert api.post("/runbooks/short/jobs", json={}).status_code == 202
+    assert len(first) <= INVOKE_STATEMENTS, first
+    assert len(later) == len(first)
+
+
+def test_get_job_statements_do_not_grow_with_steps(api, rt, worker):
+    _runbook(api, "short", 2)
+    _runbook(api, "long", 30)
+    counts = {}
+    for name in ("short", "long"):
+        uuid = api.post(f"/runbooks/{name}/jobs", json={}).get_json()["job"]["uuid"]
+        worker.run_until_idle()
+        for order in range(1, 3):
+            assert api.post(f"/jobs/{uuid}/steps/{order}/done", json={}).status_code == 200
+            worker.run_until_idle()
+        with counting(rt.db.engine) as statements:
+            assert api.get(f"/jobs/{uuid}").status_code == 200
+        counts[name] = len(statements)
+    assert counts["short"] == counts["long"] <= GET_JOB_STATEMENTS, counts
