@@ -10,7 +10,7 @@ from flask import Flask
 from apispec import BasePlugin
 from flask_smorest import Api
 
-from . import metrics, problems
+from . import console, metrics, problems
 from .api import guards
 from .api.context import EXTENSION
 from .clock import Clock
@@ -75,4 +75,5 @@ def create_app(config: Settings | Mapping[str, Any] | None = None, *, runtime: R
     problems.init_app(app)
     guards.init_app(app)
     metrics.init_app(app)
+    console.init_app(app)
     return app

@@ -11,11 +11,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from datetime import datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from runner import metrics
 from runner.engine.events import emit_workspace
@@ -29,7 +30,7 @@ from .fanout import ACTIVE, describe_target, wake_flow_job
 from .outbound import OutboundPolicy, OutboundRefused
 from .signing import signed_headers
 
-__all__ = ["DeliveryWorker", "claim_deliveries", "send_delivery", "delivery_body"]
+__all__ = ["DeliveryWorker", "claim_deliveries", "send_deliveries", "send_delivery", "delivery_body"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _http() -> requests.Session:
     return session
 
 
-def delivery_body(event: Event) -> bytes:
+def delivery_body(event: Any) -> bytes:
     """The JSON a subscriber receives for an event (Standard Webhooks shape: type, timestamp, data)."""
     return json.dumps(
         {"type": event.type, "timestamp": event.created_at.isoformat().replace("+00:00", "Z"), "event_id": event.id, "data": event.payload},
@@ -104,87 +105,98 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, policy
     return _Outcome(status=response.status_code, headers=dict(response.headers), excerpt=response.text[:EXCERPT_BYTES], latency_ms=latency)
 
 
-def send_delivery(rt: Runtime, delivery_id: str, worker_id: str, policy: OutboundPolicy) -> str | None:
-    """Make one attempt of a leased delivery and record it; return the delivery's new status."""
+_D, _S, _E = Delivery.__table__, Subscription.__table__, Event.__table__
+# Everything one attempt needs, for a batch of claimed deliveries, in one read.
+_TO_SEND = (
+    select(_D.c.id, _D.c.lease_owner, _D.c.status, _S.c.target_url, _S.c.secret, _S.c.status.label("subscription_status"),
+           _S.c.deleted_at, _E.c.id.label("event_id"), _E.c.type, _E.c.created_at, _E.c.payload)
+    .select_from(_D.join(_S, _S.c.id == _D.c.subscription_id).join(_E, _E.c.id == _D.c.event_id))
+    .where(_D.c.id.in_(bindparam("ids", expanding=True)))
+)
+
+
+def send_deliveries(rt: Runtime, delivery_ids: list[str], worker_id: str, policy: OutboundPolicy) -> dict[str, str]:
+    """Make one attempt of each leased delivery, then record all outcomes in one transaction; return new statuses."""
     with rt.db.read() as session:
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is None or delivery.lease_owner != worker_id or delivery.status != "pending":
-            return None
-        subscription = session.get(Subscription, delivery.subscription_id)
-        event = session.get(Event, delivery.event_id)
-        target, secret = subscription.target_url, subscription.secret
-        live = subscription.status == ACTIVE and subscription.deleted_at is None
-        body = delivery_body(event)
-    if not live:
-        return _cancel(rt, delivery_id, "the subscription is no longer active")
-    timestamp = int(rt.clock.now().timestamp())
-    headers = {
-        **signed_headers(secret, delivery_id, body, timestamp=timestamp),
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "X-Runbook-Environment": rt.settings.environment,
-    }
-    outcome = _post(target, body, headers, rt.settings.delivery_timeout, policy)
-    return _record(rt, delivery_id, worker_id, outcome)
-
-
-def _cancel(rt: Runtime, delivery_id: str, why: str) -> str:
+        rows = [r for r in session.connection().execute(_TO_SEND, {"ids": delivery_ids}) if r.lease_owner == worker_id and r.status == "pending"]
+    outcomes: list[tuple[str, _Outcome | None]] = []
+    for row in rows:
+        if row.subscription_status != ACTIVE or row.deleted_at is not None:
+            outcomes.append((row.id, None))
+            continue
+        body = delivery_body(SimpleNamespace(type=row.type, created_at=row.created_at, id=row.event_id, payload=row.payload))
+        headers = {
+            **signed_headers(row.secret, row.id, body, timestamp=int(rt.clock.now().timestamp())),
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Runbook-Environment": rt.settings.environment,
+        }
+        outcomes.append((row.id, _post(row.target_url, body, headers, rt.settings.delivery_timeout, policy)))
+    if not outcomes:
+        return {}
     with rt.db.write() as session:
-        delivery = session.get(Delivery, delivery_id)
-        delivery.status = "cancelled"
-        delivery.last_error = why
-        delivery.next_attempt_at = None
-        delivery.lease_owner = delivery.lease_until = None
-        delivery.completed_at = rt.clock.now()
-        wake_flow_job(session, delivery, rt.clock.now())
-        session.info[JOBS_DUE] = True
-    return "cancelled"
+        return {delivery_id: status for delivery_id, outcome in outcomes
+                if (status := _record(rt, session, delivery_id, worker_id, outcome)) is not None}
 
 
-def _record(rt: Runtime, delivery_id: str, worker_id: str, outcome: _Outcome) -> str | None:
+def send_delivery(rt: Runtime, delivery_id: str, worker_id: str, policy: OutboundPolicy) -> str | None:
+    """Make one attempt of one leased delivery and record it; return its new status."""
+    return send_deliveries(rt, [delivery_id], worker_id, policy).get(delivery_id)
+
+
+def _record(rt: Runtime, session: Any, delivery_id: str, worker_id: str, outcome: _Outcome | None) -> str | None:
+    """Record one attempt's outcome (None: the subscription is no longer active) in the caller's transaction."""
     settings = rt.settings
-    with rt.db.write() as session:
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is None or delivery.lease_owner != worker_id or delivery.status != "pending":
-            return None
-        now = rt.clock.now()
-        subscription = session.get(Subscription, delivery.subscription_id)
-        verdict = classify_response(outcome.status, outcome.headers, error=outcome.error)
-        delivery.attempts += 1
-        delivery.last_status = outcome.status
-        delivery.last_error = outcome.error
-        delivery.lease_owner = delivery.lease_until = None
-        session.add(DeliveryAttempt(delivery_id=delivery.id, attempted_at=now, status_code=outcome.status, latency_ms=round(outcome.latency_ms, 1),
-                                    outcome=verdict.verdict.value, error=outcome.error, response_excerpt=outcome.excerpt))
-        metrics.DELIVERY_ATTEMPTS.labels(verdict.verdict.value).inc()
-        if verdict.verdict is Verdict.SUCCESS:
-            delivery.status = "succeeded"
-            delivery.next_attempt_at = None
-            delivery.completed_at = now
-            subscription.failure_streak = 0
-        elif verdict.verdict is Verdict.GONE:
-            delivery.status = "gone"
-            delivery.next_attempt_at = None
-            delivery.completed_at = now
-            _end_subscription(session, subscription, now, deleted=True, reason=f"{describe_target(subscription)} answered 410 Gone")
-        elif delivery.attempts < settings.delivery_max_attempts:
-            delay = compute_backoff(delivery.attempts, base=settings.delivery_backoff_base, max_delay=settings.delivery_backoff_max,
-                                    jitter=DEFAULT_DELIVERY_JITTER)
-            if verdict.retry_after is not None:
-                delay = max(delay, min(verdict.retry_after, settings.delivery_backoff_max))
-            delivery.next_attempt_at = now + timedelta(seconds=delay)
-        else:
-            delivery.status = "failed"
-            delivery.next_attempt_at = None
-            delivery.completed_at = now
-            subscription.failure_streak += 1
-            if subscription.failure_streak >= settings.subscription_failure_limit and subscription.status == ACTIVE:
-                _end_subscription(session, subscription, now, deleted=False,
-                                  reason=f"{subscription.failure_streak} deliveries in a row failed for good; last: {verdict.reason}")
-        if delivery.status != "pending":
-            wake_flow_job(session, delivery, now)
-            session.info[JOBS_DUE] = True
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or delivery.lease_owner != worker_id or delivery.status != "pending":
+        return None
+    now = rt.clock.now()
+    delivery.lease_owner = delivery.lease_until = None
+    if outcome is None:
+        delivery.status = "cancelled"
+        delivery.last_error = "the subscription is no longer active"
+        delivery.next_attempt_at = None
+        delivery.completed_at = now
+        wake_flow_job(session, delivery, now)
+        session.info[JOBS_DUE] = True
         return delivery.status
+    subscription = session.get(Subscription, delivery.subscription_id)
+    verdict = classify_response(outcome.status, outcome.headers, error=outcome.error)
+    delivery.attempts += 1
+    delivery.last_status = outcome.status
+    delivery.last_error = outcome.error
+    session.add(DeliveryAttempt(delivery_id=delivery.id, attempted_at=now, status_code=outcome.status, latency_ms=round(outcome.latency_ms, 1),
+                                outcome=verdict.verdict.value, error=outcome.error, response_excerpt=outcome.excerpt))
+    metrics.DELIVERY_ATTEMPTS.labels(verdict.verdict.value).inc()
+    if verdict.verdict is Verdict.SUCCESS:
+        delivery.status = "succeeded"
+        delivery.next_attempt_at = None
+        delivery.completed_at = now
+        if subscription.failure_streak:
+            subscription.failure_streak = 0
+    elif verdict.verdict is Verdict.GONE:
+        delivery.status = "gone"
+        delivery.next_attempt_at = None
+        delivery.completed_at = now
+        _end_subscription(session, subscription, now, deleted=True, reason=f"{describe_target(subscription)} answered 410 Gone")
+    elif delivery.attempts < settings.delivery_max_attempts:
+        delay = compute_backoff(delivery.attempts, base=settings.delivery_backoff_base, max_delay=settings.delivery_backoff_max,
+                                jitter=DEFAULT_DELIVERY_JITTER)
+        if verdict.retry_after is not None:
+            delay = max(delay, min(verdict.retry_after, settings.delivery_backoff_max))
+        delivery.next_attempt_at = now + timedelta(seconds=delay)
+    else:
+        delivery.status = "failed"
+        delivery.next_attempt_at = None
+        delivery.completed_at = now
+        subscription.failure_streak += 1
+        if subscription.failure_streak >= settings.subscription_failure_limit and subscription.status == ACTIVE:
+            _end_subscription(session, subscription, now, deleted=False,
+                              reason=f"{subscription.failure_streak} deliveries in a row failed for good; last: {verdict.reason}")
+    if delivery.status != "pending":
+        wake_flow_job(session, delivery, now)
+        session.info[JOBS_DUE] = True
+    return delivery.status
 
 
 def _end_subscription(session: Any, subscription: Subscription, now: datetime, *, deleted: bool, reason: str) -> None:
@@ -223,8 +235,8 @@ class DeliveryWorker:
     def run_once(self, limit: int | None = None) -> int:
         """Claim up to ``limit`` due deliveries and attempt each once; return how many."""
         ids = claim_deliveries(self.rt, self.worker_id, limit or 50)
-        for delivery_id in ids:
-            self._send(delivery_id)
+        if ids:
+            self._send(ids)
         return len(ids)
 
     def run_until_idle(self, max_rounds: int = 100) -> int:
@@ -237,11 +249,11 @@ class DeliveryWorker:
             total += made
         raise RuntimeError(f"deliveries still due after {max_rounds} rounds")
 
-    def _send(self, delivery_id: str) -> None:
+    def _send(self, delivery_ids: list[str]) -> None:
         try:
-            send_delivery(self.rt, delivery_id, self.worker_id, self.policy)
+            send_deliveries(self.rt, delivery_ids, self.worker_id, self.policy)
         except Exception:  # noqa: BLE001 - a broken delivery must not stop the worker; its lease expires and it is retried
-            log.exception("delivery %s failed unexpectedly", delivery_id)
+            log.exception("deliveries %s failed unexpectedly", ", ".join(delivery_ids))
 
     def _loop(self) -> None:
         signal = self.rt.signals[DELIVERIES_DUE]
@@ -251,9 +263,9 @@ class DeliveryWorker:
             except Exception:  # noqa: BLE001 - the store may be briefly unavailable
                 log.exception("claiming deliveries failed")
                 ids = []
-            for delivery_id in ids:
-                self._send(delivery_id)
-            if not ids:
+            if ids:
+                self._send(ids)
+            else:
                 signal.wait(self.rt.settings.poll_interval)
                 signal.clear()
 
