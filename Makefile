@@ -9,6 +9,9 @@ PYTEST_ARGS ?=
 
 .PHONY: run test bench clean
 
+# Root installs packages itself; anyone else goes through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -27,11 +30,12 @@ run: $(VENV)/.installed-run
 	$(BIN)/runbook-manager db upgrade
 	$(BIN)/runbook-manager serve --demo --host $(HOST) --port $(PORT)
 
+# The console's browser tests drive Debian's headless Chromium; install it when missing.
 test: $(VENV)/.installed-test
+	(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q chromium chromium-driver || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
-# Benchmarks (not part of `make test`): `make bench` (about 10 minutes), `make bench QUICK=1` (under a minute).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Benchmarks (not part of `make test`): `make bench` (about 12 minutes), `make bench QUICK=1` (under a minute).
 bench: $(VENV)/.installed-test
 	command -v hey >/dev/null 2>&1 || $(SUDO) apt-get install -y -q hey || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q hey)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)

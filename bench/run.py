@@ -340,7 +340,7 @@ def schedule_drift(database_url: str, since: datetime) -> list[float]:
     drifts = []
     with engine.connect() as conn:
         for created, key in conn.execute(select(Job.created_at, Job.idempotency_key).where(Job.triggered_by == "schedule")):
-            tick = datetime.fromisoformat(key.rsplit(":", 3)[-3] + ":" + key.rsplit(":", 3)[-2] + ":" + key.rsplit(":", 3)[-1])
+            tick = datetime.fromisoformat(key.split(":", 2)[2])  # schedule:<id>:<tick, ISO 8601>
             created = created.replace(tzinfo=timezone.utc) if created.tzinfo is None else created
             if tick >= since:
                 drifts.append((created - tick).total_seconds())

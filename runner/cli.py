@@ -69,7 +69,8 @@ def serve(host: str, port: int, demo: bool, no_scheduler: bool, no_worker: bool,
     else:
         _require_current_schema(rt)
     lines = [f"Runbook Manager runner for {settings.environment_label} ({settings.environment})",
-             f"  URL:       http://{host}:{port}/api/v1", f"  database:  {rt.db.url.render_as_string(hide_password=True)}"]
+             f"  URL:       http://{host}:{port}/api/v1", f"  console:   http://{host}:{port}/console",
+             f"  database:  {rt.db.url.render_as_string(hide_password=True)}"]
     if demo:
         from .demo import bootstrap
 

@@ -103,7 +103,7 @@ def values_from_form(fields: list[ParamField], form: Mapping[str, Any]) -> dict[
 
 def example_values(schema: Mapping[str, Any] | None) -> dict[str, Any]:
     """Values to show in a copyable example call: defaults, else the first choice, else a placeholder of the right type."""
-    placeholders = {"checkbox": False, "number": 0, "integer": 0, "json": {}, "text": "…"}
+    placeholders = {"checkbox": False, "number": 0, "integer": 0, "json": {}}
     example = {}
     for field in fields_of(schema):
         if field.default is not None:
@@ -111,5 +111,5 @@ def example_values(schema: Mapping[str, Any] | None) -> dict[str, Any]:
         elif field.choices:
             example[field.name] = field.choices[0]
         else:
-            example[field.name] = placeholders.get(field.kind, "…")
+            example[field.name] = placeholders.get(field.kind, f"<{field.name}>")
     return example

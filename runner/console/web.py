@@ -145,6 +145,13 @@ def minutes_between(start: datetime | None, end: datetime | None) -> float | Non
     return round((end - start).total_seconds() / 60, 1)
 
 
+def number(value: float | int | None, digits: int = 1) -> str:
+    """Show a number of minutes or seconds without trailing zeros ("—" when unknown)."""
+    if value is None:
+        return "—"
+    return f"{round(float(value), digits):g}"
+
+
 def _can(action: str, owner: str | None = None) -> bool:
     who = g.get("actor")
     return who is not None and allowed(who, Action[action], runbook_owner=owner)
@@ -161,6 +168,7 @@ def _helpers() -> dict[str, Any]:
         "markdown": render_markdown,
         "when": when,
         "minutes_between": minutes_between,
+        "number": number,
         "environment_label": settings.environment_label,
         "environment": settings.environment,
     }

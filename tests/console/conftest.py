@@ -1,15 +1,25 @@
 """Console fixtures: a signed-in browser-like client per person, and an HTML reader for assertions."""
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from runner.clock import SystemClock
+from runner.config import Settings
+from runner.migrate import upgrade
+from runner.runtime import Runtime
 from runner.services import tenancy
+from tests.processes import RunnerProcess
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
@@ -191,3 +201,67 @@ def form_fields(response: Any, form_id: str) -> dict[str, Any]:
         else:
             fields[name] = value
     return fields
+
+
+# --- browser tests: a live runner and Debian's headless Chromium driven by Selenium -----------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run")
+# Where the browser tests leave their screenshots (committed, linked from the README).
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+
+
+@dataclass
+class LiveRunner:
+    """A ``runbook-manager serve`` process with workspace ``acme`` and a token per role."""
+
+    url: str
+    tokens: dict[str, str]
+
+    def api(self, role: str = "owner") -> requests.Session:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self.tokens[role]}"
+        return session
+
+    def api_url(self, path: str) -> str:
+        return f"{self.url}/api/v1/ws/acme{path}"
+
+
+@pytest.fixture(scope="module")
+def live_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRunner]:
+    workdir = tmp_path_factory.mktemp("console-runner")
+    database_url = f"sqlite:///{workdir / 'runner.db'}"
+    rt = Runtime.from_settings(Settings.from_env({}, database_url=database_url, var_dir=str(workdir / "var")), clock=SystemClock())
+    upgrade(rt.db)
+    tenancy.create_workspace(rt, "acme")
+    tokens = {role: tenancy.create_token(rt, "acme", role=role, subject=f"{role}-person")[0] for role in ("owner", "operator", "member")}
+    rt.db.dispose()
+    with RunnerProcess(workdir, database_url) as runner:
+        yield LiveRunner(runner.url, tokens)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium at 1280×800; skipped when it is not installed, failed instead in CI."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = f"{CHROMIUM} and {CHROMEDRIVER} are needed: apt-get install chromium chromium-driver (make test does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in CHROMIUM_ARGS:
+        options.add_argument(argument)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.add_argument("--window-size=1280,800")
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_window_size(1280, 800)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -30,6 +30,17 @@ def _step_section(html: str, position: int) -> str:
     return htmllib.unescape(html[start:following.start() if following else html.index('id="step-template"')])
 
 
+def _save_edited(console, api, changes: dict[str, str]) -> tuple[object, dict]:
+    """Open a new runbook's editor, change some fields as a person would, press Save; return the answer and the runbook."""
+    created = create_runbook(api)
+    fields = form_fields(console.get(f"/runbooks/{created['key']}"), "editor")
+    return console.post(f"/runbooks/{created['key']}", {**fields, **changes, "op": "save"}), created
+
+
+def _version(api, created: dict) -> int:
+    return api.get(f"/runbooks/{created['key']}").get_json()["version"]
+
+
 def test_saving_unchanged_fields_keeps_every_step_field(console, api):
     created = create_runbook(api, steps=FULL_STEPS, parameters=PARAMETERS, max_duration_seconds=3600,
                              environments=["eu-qa"], callable=True)
@@ -119,11 +130,7 @@ def test_add_step_shows_a_blank_step_without_saving(console, api):
 
 
 def test_parameters_metaschema_error_is_shown_next_to_the_field(console, api):
-    created = create_runbook(api)
-    fields = form_fields(console.get(f"/runbooks/{created['key']}"), "editor")
-    fields["parameters"] = json.dumps({"type": "object", "properties": {"region": {"type": "strng"}}})
-
-    answer = console.post(f"/runbooks/{created['key']}", {**fields, "op": "save"})
+    answer, created = _save_edited(console, api, {"parameters": json.dumps({"type": "object", "properties": {"region": {"type": "strng"}}})})
 
     assert answer.status_code == 422
     html = answer.get_data(as_text=True)
@@ -131,47 +138,35 @@ def test_parameters_metaschema_error_is_shown_next_to_the_field(console, api):
     assert errors and "properties.region.type" in errors.group(1) and "is not valid under any of the given schemas" in errors.group(1)
     assert page(answer).has("textarea", id="f-parameters", aria_invalid="true", aria_describedby="f-parameters-error")
     assert "strng" in form_fields(answer, "editor")["parameters"]
-    assert api.get(f"/runbooks/{created['key']}").get_json()["version"] == 1
+    assert _version(api, created) == 1
 
 
 def test_parameters_that_are_not_json_are_shown_next_to_the_field(console, api):
-    created = create_runbook(api)
-    fields = form_fields(console.get(f"/runbooks/{created['key']}"), "editor")
-    fields["parameters"] = '{"type": "object",'
-
-    answer = console.post(f"/runbooks/{created['key']}", {**fields, "op": "save"})
+    answer, created = _save_edited(console, api, {"parameters": '{"type": "object",'})
 
     assert answer.status_code == 422
     assert re.search(r'id="f-parameters-error"><li>not valid JSON', answer.get_data(as_text=True))
-    assert api.get(f"/runbooks/{created['key']}").get_json()["version"] == 1
+    assert _version(api, created) == 1
 
 
 def test_a_step_field_error_is_shown_in_its_step(console, api):
-    created = create_runbook(api)
-    fields = form_fields(console.get(f"/runbooks/{created['key']}"), "editor")
-    fields["steps-1-title"] = "  "
-
-    answer = console.post(f"/runbooks/{created['key']}", {**fields, "op": "save"})
+    answer, created = _save_edited(console, api, {"steps-1-title": "  "})
 
     assert answer.status_code == 422
     html = answer.get_data(as_text=True)
     assert re.search(r'id="f-steps-1-title-error"><li>must not be blank', html)
     assert "must not be blank" not in _step_section(html, 0)
-    assert api.get(f"/runbooks/{created['key']}").get_json()["version"] == 1
+    assert _version(api, created) == 1
 
 
 def test_an_undeclared_placeholder_is_shown_in_its_step(console, api):
-    created = create_runbook(api)
-    fields = form_fields(console.get(f"/runbooks/{created['key']}"), "editor")
-    fields["steps-1-description"] = "Use {{ params.nope }} here"
-
-    answer = console.post(f"/runbooks/{created['key']}", {**fields, "op": "save"})
+    answer, created = _save_edited(console, api, {"steps-1-description": "Use {{ params.nope }} here"})
 
     assert answer.status_code == 422
     html = answer.get_data(as_text=True)
     assert "declares no parameter 'nope'" in _step_section(html, 1)
     assert "declares no parameter 'nope'" not in _step_section(html, 0)
-    assert api.get(f"/runbooks/{created['key']}").get_json()["version"] == 1
+    assert _version(api, created) == 1
 
 
 def test_saving_over_a_newer_version_is_a_conflict_shown_on_the_page(console, api):

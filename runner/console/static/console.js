@@ -90,7 +90,6 @@
     var every = parseInt(root.dataset.pollMs, 10) || 1500;
     var terminal = root.hasAttribute("data-terminal");
     var timer = null;
-    var seen = {};
     var errorBox = document.getElementById("live-error");
     var messageBox = document.getElementById("live-message");
 
@@ -112,11 +111,9 @@
       holder.innerHTML = data.html;
       holder.content.querySelectorAll("[data-live]").forEach(function (fresh) {
         var current = document.getElementById(fresh.id);
-        var html = fresh.outerHTML;
-        if (!current || seen[fresh.id] === html || (!force && typing(current))) { return; }
+        if (!current || current.outerHTML === fresh.outerHTML || (!force && typing(current))) { return; }
         var focused = current.contains(document.activeElement) ? document.activeElement.id : null;
         current.replaceWith(fresh);
-        seen[fresh.id] = html;
         if (focused !== null) {
           var again = focused && document.getElementById(focused);
           var next = again || document.querySelector(".run-steps .current button") || fresh;
