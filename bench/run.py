@@ -325,7 +325,8 @@ def seed_schedules(database_url: str, count: int, *, spread: bool) -> None:
         runbook = conn.execute(select(Runbook).where(Runbook.name == "invoke-me")).first()
         rows = [{"id": f"sch_bench{i:06d}", "workspace_id": runbook.workspace_id, "runbook_id": runbook.id,
                  "cron": f"{i % 60} * * * *" if spread else "* * * * *", "timezone": "UTC", "parameters": {"service": f"svc-{i}"},
-                 "enabled": True, "description": "", "created_at": now, "created_by": "bench", "updated_at": now} for i in range(count)]
+                 "enabled": True, "description": "", "created_at": now, "created_by": "bench", "updated_at": now, "revision": i}
+                for i in range(count)]
         conn.execute(insert(Schedule.__table__), rows)
     engine.dispose()
 

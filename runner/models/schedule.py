@@ -27,6 +27,10 @@ class Schedule(Base):
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(120))
     updated_at: Mapped[datetime]
+    # Starts at a random number and goes up by one with every change, so the sum over the enabled schedules
+    # (with their count) changes whenever one is added, edited, enabled, disabled or removed: the scheduler
+    # notices changes with one cheap aggregate instead of reading every schedule twice a second.
+    revision: Mapped[int] = mapped_column(default=1)
     last_fired_at: Mapped[datetime | None]
     last_job_uuid: Mapped[str | None] = mapped_column(String(36))
 

@@ -69,7 +69,8 @@ def create(rt: Runtime, actor: Actor, ref: str, data: dict[str, Any]) -> dict[st
             raise InvalidInput("the schedule cannot be created: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
         schedule = Schedule(id="sch_" + secrets.token_hex(8), workspace_id=actor.workspace_id, runbook_id=runbook.id, cron=data["cron"],
                             timezone=data["timezone"], parameters=parameters, enabled=data.get("enabled", True),
-                            description=data.get("description", ""), created_at=now, created_by=actor.subject, updated_at=now)
+                            description=data.get("description", ""), created_at=now, created_by=actor.subject, updated_at=now,
+                            revision=secrets.randbelow(2**31))
         session.add(schedule)
         audit.record(session, rt.clock, workspace_id=actor.workspace_id, actor=actor, action="schedule.create", target=runbook.key,
                      detail={"id": schedule.id, "cron": schedule.cron, "timezone": schedule.timezone})
@@ -117,6 +118,7 @@ def update_schedule(rt: Runtime, actor: Actor, ref: str, schedule_id: str, data:
         schedule.enabled = data.get("enabled", schedule.enabled)
         schedule.description = data.get("description", schedule.description)
         schedule.updated_at = now
+        schedule.revision += 1
         audit.record(session, rt.clock, workspace_id=actor.workspace_id, actor=actor, action="schedule.update", target=runbook.key,
                      detail={"id": schedule.id, "fields": sorted(data)})
         return to_dict(schedule, runbook, now)

@@ -336,7 +336,8 @@ def transition(rt: Runtime, actor: Actor, ref: str, action: str) -> dict[str, An
             runbook.archived_at = now
         if target == RunbookStatus.ARCHIVED:
             session.execute(update(Schedule).where(Schedule.runbook_id == runbook.id, Schedule.enabled.is_(True))
-                            .values(enabled=False, paused_reason=f"runbook {runbook.key} was archived", updated_at=now))
+                            .values(enabled=False, paused_reason=f"runbook {runbook.key} was archived", updated_at=now,
+                                    revision=Schedule.revision + 1))
         audit.record(session, rt.clock, workspace_id=actor.workspace_id, actor=actor, action=f"runbook.{action}", target=runbook.key,
                      detail={"from": current.value, "to": target.value, "version": runbook.version})
         return _shape(session, [runbook])[0]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 12:32:03.544185
+Create Date: 2026-11-22 13:36:26.360088
 """
 from __future__ import annotations
 
@@ -164,6 +164,7 @@ def upgrade() -> None:
     sa.Column('created_at', runner.models.base.UTCDateTime(), nullable=False),
     sa.Column('created_by', sa.String(length=120), nullable=False),
     sa.Column('updated_at', runner.models.base.UTCDateTime(), nullable=False),
+    sa.Column('revision', sa.Integer(), nullable=False),
     sa.Column('last_fired_at', runner.models.base.UTCDateTime(), nullable=True),
     sa.Column('last_job_uuid', sa.String(length=36), nullable=True),
     sa.ForeignKeyConstraint(['runbook_id'], ['runbooks.id'], name=op.f('fk_schedules_runbook_id_runbooks'), ondelete='CASCADE'),
