@@ -34,6 +34,7 @@ def _connection():
 
 @app.post("/ingest")
 def ingest():
+    """Commit the JSON body as one row."""
     payload = request.get_json()
     conn = _connection()
     if POSTGRES:

@@ -17,8 +17,6 @@ import platform
 import shutil
 import signal
 import socket
-import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,10 +48,6 @@ class Load:
     p99_ms: float
     statuses: dict[str, int]
 
-    @property
-    def non_2xx(self) -> int:
-        return sum(n for code, n in self.statuses.items() if not code.startswith("2"))
-
 
 def _percentile(values: list[float], q: float) -> float:
     if not values:
@@ -82,6 +76,7 @@ def hey(url: str, *, n: int, c: int, body: Any = None, headers: dict[str, str] |
 
 
 def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -232,6 +227,7 @@ class Runner:
 
 
 def start_ceiling(workdir: Path, *, workers: int, threads: int, postgres_dsn: str | None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the ceiling app under the runner's gunicorn settings; return the process and its base URL."""
     port = free_port()
     env = {**os.environ, "CEILING_DATABASE": str(workdir / "ceiling.db")}
     if postgres_dsn:
@@ -377,6 +373,7 @@ class Report:
 
 def run_backend(report: Report, *, name: str, database_url: str, workdir: Path, quick: bool, postgres_dsn: str | None,
                 receiver: Receiver) -> None:
+    """Serve a runner on ``database_url`` as a user would, measure every target against it, and add them to ``report``."""
     from runner.config import Settings
 
     settings = Settings.from_env({})
@@ -511,6 +508,7 @@ def _judge(report: Report, name: str, results: dict[str, Any]) -> None:
 # --- output -------------------------------------------------------------------------------------------
 
 def machine() -> dict[str, Any]:
+    """Describe the machine the figures were measured on."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "")
     memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0")
     return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gb": round(int(memory) / 1024 / 1024, 1), "python": platform.python_version(),
@@ -518,6 +516,7 @@ def machine() -> dict[str, Any]:
 
 
 def table(report: Report) -> str:
+    """Render the targets as the markdown table the README shows."""
     lines = ["| target | measured | limit | ratio to ceiling | result |", "|---|---|---|---|---|"]
     for t in report.targets:
         sign = "≥" if t.higher_is_better else "≤"
@@ -532,6 +531,7 @@ def table(report: Report) -> str:
 
 
 def main() -> None:
+    """Run the benchmark and write bench/results/latest.json and latest.md."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="Fewer requests, smaller growth test, no schedules (under a minute).")
     parser.add_argument("--no-postgres", action="store_true", help="Skip the PostgreSQL run.")

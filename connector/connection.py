@@ -13,6 +13,8 @@ __all__ = ["Connection"]
 
 @dataclass(frozen=True)
 class Connection:
+    """What the connector needs to reach one runner: its environment, URL, token and workspace."""
+
     environment: str
     api_token: str
     workspace: str

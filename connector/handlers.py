@@ -25,6 +25,8 @@ DELIVERY_TOLERANCE_SECONDS = 300
 
 
 def handler(name: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of manifest operation ``name``."""
+
     def register(fn: Handler) -> Handler:
         HANDLERS[name] = fn
         return fn

@@ -25,6 +25,7 @@ class Role(str, Enum):
 
     @property
     def rank(self) -> int:
+        """Position in member < operator < admin < owner."""
         return _RANKS[self]
 
 
@@ -81,10 +82,6 @@ class Actor:
     role: Role
     token_id: int | None = None
     source: str | None = None
-
-    def label(self) -> str:
-        """Name the actor in audit entries and job records."""
-        return self.subject
 
 
 def allowed(actor: Actor, action: Action, *, runbook_owner: str | None = None) -> bool:

@@ -257,7 +257,8 @@ def _parse_params(pairs: tuple[str, ...], schema: dict[str, Any]) -> dict[str, A
         name, sep, raw = pair.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--param")
-        if properties.get(name, {}).get("type") == "string":
+        declared = properties.get(name)
+        if isinstance(declared, dict) and declared.get("type") == "string":
             values[name] = raw
             continue
         try:

@@ -21,6 +21,7 @@ _connection_options = [
 
 
 def connection_options(fn: Any) -> Any:
+    """Add the connection's options (environment, base URL, token, workspace) to a command."""
     for option in reversed(_connection_options):
         fn = option(fn)
     return fn

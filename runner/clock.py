@@ -14,7 +14,11 @@ def utcnow() -> datetime:
 
 
 class Clock(Protocol):
-    def now(self) -> datetime: ...
+    """Anything that tells the time."""
+
+    def now(self) -> datetime:
+        """Return the current time, timezone-aware."""
+        ...
 
 
 class SystemClock:

@@ -7,10 +7,10 @@ transactions and row locks (``FOR UPDATE SKIP LOCKED``) where work is claimed.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import fcntl
 import os
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -95,11 +95,6 @@ class Database:
                 session.close()
         for after in self.after_commit:
             after(info)
-
-    def ping(self) -> None:
-        """Run a trivial query; raises when the store does not answer."""
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
 
     def dispose(self) -> None:
         """Close every pooled connection (after fork, or at shutdown)."""

@@ -81,13 +81,14 @@ def _validation_problem(error: HTTPException) -> Response | None:
     data = getattr(error, "data", None)
     if not isinstance(data, Mapping) or "messages" not in data:
         return None
+    if error.code == 400:
+        # Answered before reading the body again: it is the body that could not be decoded.
+        return problem_response(400, "malformed-request", "Malformed request",
+                                "the request body is not valid JSON", errors=[{"field": "body", "message": "invalid JSON", "value": None}])
     errors: list[FieldError] = []
     for location, messages in data["messages"].items():
         raw = request.get_json(silent=True) if location == "json" else request.args if location in ("query", "querystring") else None
         errors += flatten_messages(messages, data=raw)
-    if error.code == 400:
-        return problem_response(400, "malformed-request", "Malformed request",
-                                "the request body is not valid JSON", errors=[{"field": "body", "message": "invalid JSON", "value": None}])
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     return problem_response(422, "invalid-input", "Invalid input", f"the request is invalid: {summary}", errors=errors)
 

@@ -11,8 +11,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import requests
@@ -27,10 +27,10 @@ from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 from .backoff import compute_backoff
 from .classify import Verdict, classify_response
 from .fanout import ACTIVE, describe_target, wake_flow_job
-from .outbound import OutboundPolicy, OutboundRefused
+from .outbound import OutboundPolicy, OutboundRefused, thread_session
 from .signing import signed_headers
 
-__all__ = ["DeliveryWorker", "claim_deliveries", "send_deliveries", "send_delivery", "delivery_body"]
+__all__ = ["DeliveryWorker", "claim_deliveries", "send_deliveries", "delivery_body"]
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,6 @@ DEFAULT_CLAIM_BATCH = 10
 # Jitter of delivery retry delays (fraction of the delay).
 DEFAULT_DELIVERY_JITTER = 0.2
 USER_AGENT = "runbook-manager-webhooks/1"
-
-_local = threading.local()
-
-
-def _http() -> requests.Session:
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = _local.session = requests.Session()
-        session.trust_env = False
-    return session
-
 
 def delivery_body(event: Any) -> bytes:
     """The JSON a subscriber receives for an event (Standard Webhooks shape: type, timestamp, data)."""
@@ -96,7 +85,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, policy
         return _Outcome(error=f"refused: {exc}")
     started = time.perf_counter()
     try:
-        response = _http().post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+        response = thread_session().post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
     except requests.Timeout:
         return _Outcome(error=f"timed out after {timeout:g}s", latency_ms=(time.perf_counter() - started) * 1000)
     except requests.RequestException as exc:
@@ -137,11 +126,6 @@ def send_deliveries(rt: Runtime, delivery_ids: list[str], worker_id: str, policy
     with rt.db.write() as session:
         return {delivery_id: status for delivery_id, outcome in outcomes
                 if (status := _record(rt, session, delivery_id, worker_id, outcome)) is not None}
-
-
-def send_delivery(rt: Runtime, delivery_id: str, worker_id: str, policy: OutboundPolicy) -> str | None:
-    """Make one attempt of one leased delivery and record it; return its new status."""
-    return send_deliveries(rt, [delivery_id], worker_id, policy).get(delivery_id)
 
 
 def _record(rt: Runtime, session: Any, delivery_id: str, worker_id: str, outcome: _Outcome | None) -> str | None:

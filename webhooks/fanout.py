@@ -9,6 +9,7 @@ import secrets
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -58,7 +59,7 @@ def fan_out(session: Session) -> None:
     connection = session.connection()
     ids = connection.execute(_INSERT_EVENTS, rows).scalars().all()
     by_workspace: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
-    for event_id, row in zip(ids, rows):
+    for event_id, row in zip(ids, rows, strict=True):
         by_workspace[row["workspace_id"]].append((event_id, row))
     deliveries = []
     for workspace_id, batch in by_workspace.items():
@@ -105,6 +106,4 @@ def wake_flow_job(session: Session, delivery: Delivery, now: datetime) -> None:
 
 def describe_target(subscription: Subscription | Any) -> str:
     """The host a subscription delivers to, for messages."""
-    from urllib.parse import urlsplit
-
     return urlsplit(subscription.target_url).hostname or subscription.target_url

@@ -24,6 +24,8 @@ __all__ = ["create_url", "list_urls", "revoke_url", "receive", "INBOUND_PATH"]
 
 INBOUND_PATH = "/api/v1/hooks/in/"
 TOKEN_PREFIX = "rbmwh_"
+# Longest webhook-id remembered for replay protection (the column's size).
+MAX_MESSAGE_ID_LENGTH = 200
 
 
 def _to_dict(hook: InboundWebhook, now: datetime) -> dict[str, Any]:
@@ -111,9 +113,12 @@ def receive(rt: Runtime, token: str, headers: dict[str, str], body: bytes, *, id
             message_id = verify(hook.secret, headers, body, tolerance=rt.settings.webhook_tolerance_seconds, now=now.timestamp())
         except VerificationError as exc:
             raise Unauthorized(f"signature check failed: {exc}") from exc
+        if len(message_id) > MAX_MESSAGE_ID_LENGTH:
+            raise InvalidInput(f"webhook-id is {len(message_id)} characters long; at most {MAX_MESSAGE_ID_LENGTH} are accepted",
+                               errors=[{"field": "webhook-id", "message": "too long", "value": message_id[:40] + "…"}])
     try:
         parameters = json.loads(body) if body.strip() else {}
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidInput(f"the body is not JSON: {exc}", errors=[{"field": "body", "message": "invalid JSON", "value": None}]) from exc
     if not isinstance(parameters, dict):
         raise InvalidInput(f"the body must be a JSON object of parameters, got {type(parameters).__name__}",
@@ -121,7 +126,8 @@ def receive(rt: Runtime, token: str, headers: dict[str, str], body: bytes, *, id
     request = JobRequest(workspace_id=hook.workspace_id, runbook_ref=runbook_key, parameters=parameters,
                          trigger=Trigger("webhook", f"webhook:{hook.id}", hook.id),
                          idempotency_key=f"{hook.id}:{idempotency_key}" if idempotency_key else None)
-    try:
+
+    def start() -> dict[str, Any]:
         with rt.db.write() as session:
             job, _ = create_job(rt, request, session=session)
             if message_id is not None:
@@ -129,7 +135,13 @@ def receive(rt: Runtime, token: str, headers: dict[str, str], body: bytes, *, id
                 session.flush()
             session.get(InboundWebhook, hook.id).last_used_at = now
             return job_to_dict(rt, session, job, with_steps=False)
+
+    try:
+        return start()
     except IntegrityError:
-        if message_id is None:
+        if message_id is not None:
+            raise Conflict(f"message {message_id!r} was already received (replayed webhook); send a new webhook-id for a new request") from None
+        if request.idempotency_key is None:
             raise
-        raise Conflict(f"message {message_id!r} was already received (replayed webhook); send a new webhook-id for a new request") from None
+    # A concurrent call with the same Idempotency-Key won the race: answer with its job.
+    return start()

@@ -3,11 +3,25 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["OutboundPolicy", "OutboundRefused"]
+import requests
+
+__all__ = ["OutboundPolicy", "OutboundRefused", "thread_session"]
+
+_local = threading.local()
+
+
+def thread_session() -> requests.Session:
+    """Return this thread's HTTP session for outbound calls: connections pooled per thread, proxies from the environment ignored."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+        session.trust_env = False
+    return session
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
@@ -43,10 +57,13 @@ class OutboundPolicy:
 
     def check(self, url: str) -> list[str]:
         """Return the addresses ``url`` resolves to, or raise OutboundRefused."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+            raise OutboundRefused(f"URL {url!r} is malformed: {exc}") from exc
         if parts.scheme not in ("http", "https"):
             raise OutboundRefused(f"only http and https URLs may be called, got {url!r}")
-        host = (parts.hostname or "").lower()
         if not host:
             raise OutboundRefused(f"URL {url!r} names no host")
         try:

@@ -14,7 +14,7 @@ from runner.errors import Conflict, FieldError, InvalidInput, NotFound
 from runner.models import Delivery, DeliveryAttempt, Runbook, Subscription
 from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 from runner.services import audit
-from runner.services.pagination import decode_cursor, encode_cursor
+from runner.services.pagination import cut_page, decode_cursor
 
 from .fanout import ACTIVE, wake_flow_job
 from .outbound import OutboundPolicy, OutboundRefused
@@ -30,8 +30,12 @@ def _new_id() -> str:
 
 def check_target(rt: Runtime, url: str, field: str = "target_url") -> list[FieldError]:
     """Check a URL the runner would POST to: http(s), a host, and allowed by the outbound guard."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        host = None
+    if not host or parts.scheme not in ("http", "https"):
         return [{"field": field, "message": "must be an absolute http or https URL", "value": url}]
     try:
         OutboundPolicy.from_setting(rt.settings.outbound_allowlist).check(url)
@@ -203,16 +207,14 @@ def list_deliveries(rt: Runtime, actor: Actor, sub_id: str, query: dict[str, Any
             statement = statement.where(Delivery.event_id < position["before"])
         if query.get("status"):
             statement = statement.where(Delivery.status == query["status"])
-        rows = list(session.scalars(statement.order_by(Delivery.event_id.desc()).limit(query["limit"] + 1)))
-        more = len(rows) > query["limit"]
-        rows = rows[: query["limit"]]
+        rows, next_cursor = cut_page(list(session.scalars(statement.order_by(Delivery.event_id.desc()).limit(query["limit"] + 1))),
+                                     query["limit"], lambda last: {"before": last.event_id})
         attempts: dict[str, list[DeliveryAttempt]] = {r.id: [] for r in rows}
         if rows:
             for attempt in session.scalars(select(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(list(attempts)))
                                            .order_by(DeliveryAttempt.id)):
                 attempts[attempt.delivery_id].append(attempt)
-        return {"items": [_delivery_dict(r, attempts[r.id]) for r in rows],
-                "next_cursor": encode_cursor({"before": rows[-1].event_id}) if more else None}
+        return {"items": [_delivery_dict(r, attempts[r.id]) for r in rows], "next_cursor": next_cursor}
 
 
 def redeliver(rt: Runtime, actor: Actor, sub_id: str, delivery_id: str) -> dict[str, Any]:

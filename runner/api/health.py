@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from .. import errors
 from ..errors import NotFound
 from ..migrate import current_revision, head_revision
 from ..problems import problem_response
+from .blueprint import Blueprint
 from .context import runtime
 
 blp = Blueprint("health", __name__, description="Health checks.")

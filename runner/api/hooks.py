@@ -5,7 +5,6 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from webhooks import feed, subscriptions
 
@@ -20,6 +19,7 @@ from ..schemas.hooks import (
     SubscriptionPatchSchema,
     SubscriptionSchema,
 )
+from .blueprint import Blueprint
 from .context import actor, runtime
 
 blp = Blueprint("hooks", __name__, url_prefix="/api/v1/ws/<ws>",

@@ -5,12 +5,12 @@ from typing import Any
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from webhooks import inbound
 
 from ..schemas.hooks import WebhookUrlCreateSchema, WebhookUrlListSchema, WebhookUrlSchema
 from ..schemas.job import JobEnvelopeSchema
+from .blueprint import Blueprint
 from .context import actor, runtime
 from .jobs import IDEMPOTENCY_HEADER
 

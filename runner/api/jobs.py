@@ -5,7 +5,6 @@ from typing import Any
 
 from flask import request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..engine import control
 from ..schemas.job import (
@@ -21,6 +20,7 @@ from ..schemas.job import (
     SkipSchema,
     StepNoteSchema,
 )
+from .blueprint import Blueprint
 from .context import actor, runtime
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1/ws/<ws>", description="Run runbooks as jobs, watch them and act on them.")

@@ -5,7 +5,6 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..schemas.runbook import (
     BundleSchema,
@@ -22,6 +21,7 @@ from ..schemas.runbook import (
     VersionSchema,
 )
 from ..services import runbooks
+from .blueprint import Blueprint
 from .context import actor, runtime
 
 blp = Blueprint("runbooks", __name__, url_prefix="/api/v1/ws/<ws>/runbooks",

@@ -5,10 +5,10 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..scheduling import service
 from ..schemas.schedule import ScheduleCreateSchema, ScheduleListSchema, SchedulePatchSchema, ScheduleSchema
+from .blueprint import Blueprint
 from .context import actor, runtime
 
 blp = Blueprint("schedules", __name__, url_prefix="/api/v1/ws/<ws>/runbooks/<key>/schedules",

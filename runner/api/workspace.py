@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..auth import Action, require
 from ..schemas.tenancy import (
@@ -17,6 +16,7 @@ from ..schemas.tenancy import (
     WorkspaceSchema,
 )
 from ..services import audit, tenancy
+from .blueprint import Blueprint
 from .context import actor, runtime
 
 blp = Blueprint("workspace", __name__, url_prefix="/api/v1", description="Environment, workspace, tokens and audit log.")

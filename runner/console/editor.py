@@ -145,7 +145,9 @@ def _json(text: str, field: str, errors: list[FieldError]) -> Any:
         return json.loads(text)
     except ValueError as exc:
         errors.append({"field": field, "message": f"not valid JSON: {exc}", "value": text})
-        return None
+    except RecursionError:
+        errors.append({"field": field, "message": "not valid JSON: nested too deeply", "value": text})
+    return None
 
 
 def _optional(text: str) -> str | None:

@@ -27,6 +27,7 @@ class ParamField:
 
     @property
     def input_name(self) -> str:
+        """The form field's name."""
         return f"param-{self.name}"
 
     def shown(self, submitted: Mapping[str, Any] | None) -> Any:
@@ -44,6 +45,7 @@ class ParamField:
         return "" if self.default is None else str(self.default)
 
     def option_label(self, value: Any) -> str:
+        """How a choice is shown: strings as they are, anything else as JSON."""
         return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -72,7 +74,7 @@ def fields_of(schema: Mapping[str, Any] | None) -> list[ParamField]:
 
 def _decode(field: ParamField, text: str) -> Any:
     if field.kind == "select":
-        return field.choices[int(text)] if text.isdigit() and int(text) < len(field.choices) else text
+        return field.choices[int(text)] if text.isdecimal() and int(text) < len(field.choices) else text
     if field.kind in ("number", "integer"):
         try:
             number = float(text)
@@ -82,7 +84,7 @@ def _decode(field: ParamField, text: str) -> Any:
     if field.kind == "json":
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to decode: the schema check says why
             return text
     return text
 

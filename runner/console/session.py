@@ -94,7 +94,8 @@ def check_csrf() -> None:
     """Refuse a POST whose form field or header does not carry this session's CSRF token."""
     expected = session.get(CSRF_FIELD)
     given = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
-    if not expected or not given or not hmac.compare_digest(expected, given):
+    # Compared as bytes: a header or form field may hold any character, and compare_digest refuses non-ASCII str.
+    if not expected or not given or not hmac.compare_digest(expected.encode(), given.encode()):
         raise MalformedRequest(
             "the form's security token is missing or out of date (CSRF check); reload the page and try again",
             errors=[{"field": CSRF_FIELD, "message": "missing or wrong", "value": None}],

@@ -13,7 +13,7 @@ from ..errors import Conflict, Forbidden, IllegalTransition
 from ..models import Event, Job
 from ..runtime import JOBS_DUE, Runtime
 from ..services import audit
-from ..services.pagination import decode_cursor, encode_cursor
+from ..services.pagination import MAX_ROW_NUMBER, cut_page, decode_cursor
 from .driver import drive
 from .invoke import JobRequest, Trigger, create_job
 from .machine import Blocked, Machine, NeedsCall
@@ -93,11 +93,9 @@ def list_jobs(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any
         statement = statement.where(Job.triggered_by == query["triggered_by"])
     limit = query["limit"]
     with rt.db.read() as session:
-        rows = list(session.scalars(statement.order_by(Job.id.desc()).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return {"items": [job_to_dict(rt, session, r, with_steps=False) for r in rows],
-                "next_cursor": encode_cursor({"before": rows[-1].id}) if more else None}
+        rows, next_cursor = cut_page(list(session.scalars(statement.order_by(Job.id.desc()).limit(limit + 1))), limit,
+                                     lambda last: {"before": last.id})
+        return {"items": [job_to_dict(rt, session, r, with_steps=False) for r in rows], "next_cursor": next_cursor}
 
 
 def job_events(rt: Runtime, actor: Actor, job_uuid: str, *, after: int, limit: int) -> dict[str, Any]:
@@ -105,7 +103,9 @@ def job_events(rt: Runtime, actor: Actor, job_uuid: str, *, after: int, limit: i
     require(actor, Action.VIEW_PUBLISHED)
     with rt.db.read() as session:
         job = find_job(session, actor, job_uuid)
-        rows = list(session.scalars(select(Event).where(Event.job_id == job.id, Event.seq > after).order_by(Event.seq).limit(limit)))
+        # No event is numbered past MAX_ROW_NUMBER, and the store cannot compare larger numbers.
+        seq_after = min(after, MAX_ROW_NUMBER)
+        rows = list(session.scalars(select(Event).where(Event.job_id == job.id, Event.seq > seq_after).order_by(Event.seq).limit(limit)))
         items = [event_to_dict(e) for e in rows]
     return {"items": items, "next_after": items[-1]["seq"] if items else after}
 
@@ -161,11 +161,11 @@ def step_action(rt: Runtime, actor: Actor, job_uuid: str, order: int, action: st
     def apply(machine: Machine) -> None:
         if action == "done":
             ev = _open_step(machine, order, {Waiting.OPERATOR}, "mark done")
-            machine._ensure_running()
+            machine.ensure_running()
             machine.complete(ev, StepStatus.DONE, note=note)
         elif action == "skip":
             ev = _open_step(machine, order, {Waiting.OPERATOR, Waiting.APPROVAL}, "skip")
-            machine._ensure_running()
+            machine.ensure_running()
             machine.complete(ev, StepStatus.SKIPPED, note=note)
         elif action == "fail":
             ev = _open_step(machine, order, {Waiting.OPERATOR, Waiting.APPROVAL}, "fail")
@@ -186,7 +186,7 @@ def step_action(rt: Runtime, actor: Actor, job_uuid: str, order: int, action: st
             ev.approved_by = actor.subject
             ev.approved_at = machine.now
             machine.emit("step.approved", step={"order": order, "title": ev.title}, approved_by=actor.subject, note=note)
-            machine._ensure_running()
+            machine.ensure_running()
         _settle(rt, machine)
 
     # Approvals are checked against the step's owner_role inside apply; every other action needs an operator.

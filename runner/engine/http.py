@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +9,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from webhooks.outbound import OutboundPolicy, OutboundRefused
+from webhooks.outbound import OutboundPolicy, OutboundRefused, thread_session
 
 from ..services.params import render, render_value
 
@@ -18,17 +17,6 @@ __all__ = ["HttpCall", "HttpResult", "build_call", "perform", "EXCERPT_BYTES"]
 
 # Bytes of a response body kept in the step's output.
 EXCERPT_BYTES = 2048
-
-_local = threading.local()
-
-
-def _session() -> requests.Session:
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = _local.session = requests.Session()
-        session.trust_env = False
-    return session
-
 
 @dataclass(frozen=True)
 class HttpCall:
@@ -40,7 +28,11 @@ class HttpCall:
 
     @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or self.url
+        """The host the call goes to, for messages (the URL itself when it names none or is malformed)."""
+        try:
+            return urlsplit(self.url).hostname or self.url
+        except ValueError:
+            return self.url
 
 
 @dataclass
@@ -91,7 +83,7 @@ def perform(call: HttpCall, policy: OutboundPolicy) -> HttpResult:
             data = call.body.encode()
     started = time.perf_counter()
     try:
-        response = _session().request(call.method, call.url, headers=headers, data=data, timeout=call.timeout,
+        response = thread_session().request(call.method, call.url, headers=headers, data=data, timeout=call.timeout,
                                       allow_redirects=False, stream=True)
     except requests.Timeout:
         return HttpResult(error=f"timed out after {call.timeout:g}s", latency_ms=(time.perf_counter() - started) * 1000)

@@ -234,11 +234,9 @@ def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = No
             return earlier, False
     _check_runnable(rt, runbook, require_callable=request.require_callable)
     pins = pin_call_tree(rt, session, runbook)
-    version_id = pins[str(runbook.id)]
-    body = load_body(session, version_id)
-    parameters = validate_values(body["parameters"], request.parameters)
+    parameters = validate_values(runbook.body["parameters"], request.parameters)
     now = rt.clock.now()
-    job = _new_job(rt, session, runbook=runbook, version_id=version_id, version=runbook.version, parameters=parameters,
+    job = _new_job(rt, session, runbook=runbook, version_id=runbook.version_id, version=runbook.version, parameters=parameters,
                    trigger=request.trigger, pins=pins, now=now, idempotency_key=request.idempotency_key, request_digest=digest,
                    change_ref=request.change_ref, incident_ref=request.incident_ref)
     return job, True

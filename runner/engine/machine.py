@@ -79,6 +79,8 @@ def needs_approval(step: dict[str, Any], environment: str, approval_environments
 
 @dataclass
 class Machine:
+    """Moves one locked job through its steps inside one transaction."""
+
     rt: Runtime
     session: Session
     job: Job
@@ -107,22 +109,28 @@ class Machine:
 
     @property
     def status(self) -> JobStatus:
+        """The job's current status."""
         return JobStatus(self.job.status)
 
     @property
     def steps(self) -> list[dict[str, Any]]:
+        """The steps of the version the job runs."""
         return self.body["steps"]
 
     def step(self, order: int) -> dict[str, Any]:
+        """The step numbered ``order`` (1-based)."""
         return self.steps[order - 1]
 
     def event(self, order: int) -> StepEvent | None:
+        """The StepEvent of step ``order``, if it has started."""
         return self._events.get(order)
 
     def current_event(self) -> StepEvent | None:
+        """The StepEvent of the step the job is at, if it has started."""
         return self._events.get(self.job.cursor)
 
     def emit(self, type_: str, **extra: Any) -> None:
+        """Record an event of this job, now, in the machine's transaction."""
         emit(self.session, self.job, type_, self.now, **extra)
 
     def _step_ref(self, order: int) -> dict[str, Any]:
@@ -228,7 +236,8 @@ class Machine:
         self.emit("step.started", step=self._step_ref(step["order"]), action=step["action"]["type"])
         return ev
 
-    def _ensure_running(self) -> None:
+    def ensure_running(self) -> None:
+        """Move a waiting job back to running (a person or the engine is about to act on its step)."""
         if self.status is JobStatus.WAITING:
             self.move(JobStatus.RUNNING)
             self.job.waiting_for = None
@@ -268,7 +277,7 @@ class Machine:
             if ev.wake_at is None:
                 ev.wake_at = self.now + timedelta(seconds=step["action"]["seconds"])
             if self.now >= ev.wake_at:
-                self._ensure_running()
+                self.ensure_running()
                 self.complete(ev, StepStatus.DONE, output={"waited_seconds": step["action"]["seconds"]})
                 return _CONTINUE
             return self.wait_for(Waiting.TIMER, ev, wake=ev.wake_at)
@@ -306,7 +315,7 @@ class Machine:
                           f"the flow subscribed to {self.job.runbook_key} at {describe_target(subscription)} did not acknowledge "
                           f"job {self.job.uuid} ({delivery.status} after {delivery.attempts} attempts; last: {last})")
                 return None
-        self._ensure_running()
+        self.ensure_running()
         self.finish(JobStatus.SUCCEEDED, EndedBy.PERSON if self.actor else EndedBy.SYSTEM)
         return None
 
@@ -375,7 +384,7 @@ class Machine:
         action = step["action"]
         child_uuid = (ev.output or {}).get("child_job_uuid")
         if child_uuid is None:
-            self._ensure_running()
+            self.ensure_running()
             try:
                 child = create_child(self.rt, self.session, self.job, step, render_value(action["parameters"], self.job.parameters), self.now)
             except RunnerError as exc:
@@ -393,7 +402,7 @@ class Machine:
         if not status.terminal:
             self.wait_for(Waiting.CHILD, ev)
             return Blocked(child_uuid=child.uuid)
-        self._ensure_running()
+        self.ensure_running()
         if status is JobStatus.SUCCEEDED:
             self.complete(ev, StepStatus.DONE, output={"child_status": status.value})
             return _CONTINUE
@@ -418,7 +427,7 @@ class Machine:
                 return None
             ev.inflight = False
             self.emit("step.retrying", step=self._step_ref(step["order"]), attempt=ev.attempts, reason="interrupted")
-        self._ensure_running()
+        self.ensure_running()
         if ev.wake_at is not None and self.now < ev.wake_at:
             self.job.next_run_at = self.wake_time(ev.wake_at)
             return Blocked()

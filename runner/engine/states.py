@@ -20,6 +20,7 @@ class JobStatus(str, Enum):
 
     @property
     def terminal(self) -> bool:
+        """Whether the job has ended (it is sealed and never moves again)."""
         return self in TERMINAL
 
 

@@ -29,6 +29,7 @@ class WallClockCronTrigger(CronTrigger):
     """
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        """The next fire time after ``previous_fire_time`` (or from ``now``), by the rules above."""
         either = [t.get_next_fire_time(previous_fire_time, now) for t in self._either_day()]
         if either:
             return min((t for t in either if t is not None), default=None)

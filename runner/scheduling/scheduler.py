@@ -15,6 +15,7 @@ schedule and the tick, so a tick can never start two jobs.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import threading
@@ -129,10 +130,8 @@ class Leadership:
     def release(self) -> None:
         """Give up the lead (closing the connection releases the lock)."""
         if self._conn is not None:
-            try:
+            with contextlib.suppress(DBAPIError):  # a connection already lost has released the lock with it
                 self._conn.close()
-            except DBAPIError:
-                pass
         self._conn = None
         self._held = False
 

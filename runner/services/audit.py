@@ -10,7 +10,7 @@ from ..auth import Action, Actor, require
 from ..clock import Clock
 from ..models import AuditEntry
 from ..runtime import Runtime
-from .pagination import decode_cursor, encode_cursor
+from .pagination import cut_page, decode_cursor
 
 __all__ = ["record", "flush", "entry_to_dict", "page"]
 
@@ -72,7 +72,6 @@ def page(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
     if query.get("target"):
         statement = statement.where(AuditEntry.target == query["target"])
     with rt.db.read() as session:
-        rows = list(session.scalars(statement.order_by(AuditEntry.id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return {"items": [entry_to_dict(r) for r in rows], "next_cursor": encode_cursor({"after": rows[-1].id}) if more else None}
+        rows, next_cursor = cut_page(list(session.scalars(statement.order_by(AuditEntry.id).limit(limit + 1))), limit,
+                                     lambda last: {"after": last.id})
+        return {"items": [entry_to_dict(r) for r in rows], "next_cursor": next_cursor}

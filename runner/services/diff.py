@@ -62,7 +62,7 @@ def diff_bodies(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
-            for o, n in zip(old_steps[i1:i2], new_steps[j1:j2]):
+            for o, n in zip(old_steps[i1:i2], new_steps[j1:j2], strict=True):
                 pair(o, n)
         elif tag == "delete":
             for o in old_steps[i1:i2]:

@@ -4,11 +4,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import MalformedRequest
 
-__all__ = ["encode_cursor", "decode_cursor"]
+__all__ = ["encode_cursor", "decode_cursor", "cut_page", "MAX_ROW_NUMBER"]
+
+# Largest integer the store can compare (SQLite INTEGER, PostgreSQL BIGINT); no id or number is ever larger.
+MAX_ROW_NUMBER = 2**63 - 1
+
+Row = TypeVar("Row")
 
 
 def encode_cursor(position: dict[str, Any]) -> str:
@@ -27,10 +33,18 @@ def decode_cursor(cursor: str | None, *, keys: tuple[str, ...] = ("after",), nam
     except (binascii.Error, ValueError, UnicodeDecodeError):
         position = None
     if not isinstance(position, dict) or set(position) != set(keys) or not all(
-        isinstance(position[k], int) and position[k] >= 0 for k in keys
+        type(position[k]) is int and 0 <= position[k] <= MAX_ROW_NUMBER for k in keys
     ):
         raise MalformedRequest(
             f"{name} {cursor!r} is not a cursor this runner issued; pass back next_cursor from a previous page",
             errors=[{"field": name, "message": "not a valid cursor", "value": cursor}],
         )
     return position
+
+
+def cut_page(rows: list[Row], limit: int, position: Callable[[Row], dict[str, Any]]) -> tuple[list[Row], str | None]:
+    """Split rows read with ``limit + 1`` into the page and the cursor of the next one (None on the last page)."""
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    return page, encode_cursor(position(page[-1]))

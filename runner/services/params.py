@@ -14,6 +14,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
+from referencing.exceptions import Unresolvable
 
 from ..errors import FieldError, InvalidInput
 
@@ -38,7 +39,8 @@ def check_schema(schema: dict[str, Any], *, field: str = "parameters") -> list[F
     errors: list[FieldError] = []
     if not schema:
         return errors
-    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    # The one format of the meta-schema checked: a `pattern` that does not compile would fail every later validation.
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=FormatChecker(formats=("regex",)))
     for error in sorted(meta.iter_errors(schema), key=lambda e: list(e.absolute_path)):
         path = ".".join(str(p) for p in error.absolute_path)
         errors.append({"field": f"{field}.{path}" if path else field, "message": error.message, "value": error.instance})
@@ -145,7 +147,13 @@ def validate_values(schema: dict[str, Any], values: Any, *, field: str = "parame
         return {}
     completed = _apply_defaults(schema, values)
     validator = _validator(json.dumps(schema, sort_keys=True))
-    errors = [_describe(e) for e in sorted(validator.iter_errors(completed), key=lambda e: list(map(str, e.absolute_path)))]
+    try:
+        errors = [_describe(e) for e in sorted(validator.iter_errors(completed), key=lambda e: list(map(str, e.absolute_path)))]
+    except (Unresolvable, re.error) as exc:
+        raise InvalidInput(
+            f"the runbook's parameters schema cannot check values ({exc}); fix the runbook's parameters",
+            errors=[{"field": field, "message": "the runbook's parameters schema is unusable", "value": None}],
+        ) from exc
     if errors:
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise InvalidInput(f"parameters do not match the runbook's schema: {summary}", errors=errors)

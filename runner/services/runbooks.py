@@ -17,7 +17,7 @@ from ..schemas.runbook import RunbookBodySchema
 from . import audit
 from .diff import diff_bodies
 from .lint import lint
-from .pagination import decode_cursor, encode_cursor
+from .pagination import MAX_ROW_NUMBER, cut_page, decode_cursor
 from .params import check_placeholders, check_schema
 from .textimport import parse_procedure
 
@@ -141,13 +141,9 @@ def list_runbooks(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str,
         statement = statement.where(or_(Runbook.status != RunbookStatus.DRAFT.value, Runbook.owner == actor.subject))
     limit = query["limit"]
     with rt.db.read() as session:
-        rows = list(session.scalars(statement.order_by(Runbook.id).limit(limit + 1)))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return {
-            "items": _shape(session, rows),
-            "next_cursor": encode_cursor({"after": rows[-1].id}) if more else None,
-        }
+        rows, next_cursor = cut_page(list(session.scalars(statement.order_by(Runbook.id).limit(limit + 1))), limit,
+                                     lambda last: {"after": last.id})
+        return {"items": _shape(session, rows), "next_cursor": next_cursor}
 
 
 def _parse_statuses(raw: str | None) -> list[str]:
@@ -247,6 +243,11 @@ def create(rt: Runtime, actor: Actor, data: dict[str, Any], *, source: str | Non
     """Create a draft runbook at version 1."""
     require(actor, Action.CREATE)
     with rt.db.write() as session:
+        # Taking the next number first locks the workspace row, so concurrent creates check names one at a time.
+        number = session.execute(
+            update(Workspace).where(Workspace.id == actor.workspace_id)
+            .values(runbook_counter=Workspace.runbook_counter + 1).returning(Workspace.runbook_counter)
+        ).scalar_one()
         body = {f: data.get(f) for f in BODY_FIELDS}
         body["owner"] = data.get("owner") or actor.subject
         if data.get("name"):
@@ -256,10 +257,6 @@ def create(rt: Runtime, actor: Actor, data: dict[str, Any], *, source: str | Non
         else:
             body["name"] = _free_name(session, actor.workspace_id, _slugify(body["title"]))
         _check_body(rt, session, actor, body, None)
-        number = session.execute(
-            update(Workspace).where(Workspace.id == actor.workspace_id)
-            .values(runbook_counter=Workspace.runbook_counter + 1).returning(Workspace.runbook_counter)
-        ).scalar_one()
         now = rt.clock.now()
         runbook = Runbook(
             workspace_id=actor.workspace_id, number=number, key=f"RB-{number:05d}", name=body["name"], title=body["title"],
@@ -334,7 +331,6 @@ def transition(rt: Runtime, actor: Actor, ref: str, action: str) -> dict[str, An
             runbook.published_at = now
         if target == RunbookStatus.ARCHIVED:
             runbook.archived_at = now
-        if target == RunbookStatus.ARCHIVED:
             session.execute(update(Schedule).where(Schedule.runbook_id == runbook.id, Schedule.enabled.is_(True))
                             .values(enabled=False, paused_reason=f"runbook {runbook.key} was archived", updated_at=now,
                                     revision=Schedule.revision + 1))
@@ -365,7 +361,8 @@ def list_versions(rt: Runtime, actor: Actor, ref: str) -> dict[str, Any]:
 
 
 def _load_version(session: Session, runbook: Runbook, number: int, field: str = "version") -> RunbookVersion:
-    row = session.scalar(select(RunbookVersion).where(RunbookVersion.runbook_id == runbook.id, RunbookVersion.version == number))
+    row = None if number > MAX_ROW_NUMBER else session.scalar(
+        select(RunbookVersion).where(RunbookVersion.runbook_id == runbook.id, RunbookVersion.version == number))
     if row is None:
         raise NotFound(f"runbook {runbook.key} has no version {number} (latest is {runbook.version})",
                        errors=[{"field": field, "message": "no such version", "value": number}])

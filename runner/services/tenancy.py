@@ -13,6 +13,7 @@ from ..errors import Conflict, InvalidInput, NotFound, Unauthorized
 from ..models import ApiToken, Workspace
 from ..runtime import Runtime
 from . import audit
+from .pagination import MAX_ROW_NUMBER
 
 __all__ = ["create_workspace", "get_workspace", "ensure_workspace", "create_token", "authenticate", "authenticate_hash", "list_tokens", "revoke_token"]
 
@@ -119,7 +120,7 @@ def list_tokens(rt: Runtime, actor: Actor) -> list[dict[str, Any]]:
 def revoke_token(rt: Runtime, actor: Actor, token_id: int) -> dict[str, Any]:
     """Revoke a token of the actor's workspace."""
     with rt.db.write() as session:
-        token = session.get(ApiToken, token_id)
+        token = session.get(ApiToken, token_id) if token_id <= MAX_ROW_NUMBER else None
         if token is None or token.workspace_id != actor.workspace_id:
             raise NotFound(f"token {token_id} not found")
         if token.revoked_at is None:

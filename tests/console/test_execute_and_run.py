@@ -67,6 +67,13 @@ def test_parameter_errors_are_shown_next_to_their_fields_and_no_job_starts(conso
     assert api.get("/jobs").get_json()["items"] == []
 
 
+def test_a_choice_that_is_not_an_option_number_is_refused_like_any_bad_value(console, api, restart):
+    answer = console.post(f"/runbooks/{restart['key']}/execute", {"param-region": "eu-west-1", "param-severity": "\u00b2"})
+
+    assert answer.status_code == 422
+    assert api.get("/jobs").get_json()["items"] == []
+
+
 def test_execute_starts_a_job_with_typed_values_as_this_person(console, api, restart):
     job_uuid = _start(console, restart["key"], **{"param-replicas": "5", "param-severity": "0"})
 

@@ -147,7 +147,7 @@ def test_configured_session_key_is_used_and_nothing_written(rt, tmp_path):
     assert not (tmp_path / "elsewhere").exists()
 
 
-@pytest.mark.parametrize("csrf", [None, "wrong-token"], ids=["missing", "wrong"])
+@pytest.mark.parametrize("csrf", [None, "wrong-token", "wr\u00f6ng"], ids=["missing", "wrong", "non-ascii"])
 def test_post_without_the_right_csrf_token_is_refused_and_changes_nothing(console, api, csrf):
     draft = create_runbook(api)
     data = {} if csrf is None else {"csrf_token": csrf}

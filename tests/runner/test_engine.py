@@ -287,6 +287,17 @@ def test_http_step_to_a_loopback_address_is_refused_without_an_allowlist(api, se
     assert server.hits == {}
 
 
+def test_http_step_with_a_malformed_url_stops_the_job_instead_of_retrying_forever(api, worker):
+    key = publish(api, "Ping", [http("http://[::1/x", step={"idempotent": True}, retries=3)])
+    uuid = start(api, key)
+
+    worker.run_until_idle()
+
+    stopped = job(api, uuid)
+    assert (stopped["status"], stopped["stop_reason"]) == ("stopped", "outbound_refused")
+    assert "malformed" in stopped["message"]
+
+
 # --- 3. wait steps -----------------------------------------------------------------------------------------
 
 

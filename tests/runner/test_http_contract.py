@@ -1,6 +1,7 @@
 """The HTTP contract: problem+json errors, body limits, environments, OpenAPI and health."""
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -50,6 +51,15 @@ def test_malformed_json_is_400(api):
     assert body["type"] == "/problems/malformed-request"
     assert body["errors"] == [{"field": "body", "message": "invalid JSON", "value": None}]
     assert api.get("/runbooks").get_json()["items"] == []
+
+
+@pytest.mark.parametrize("path", ["/runbooks", "/hooks", "/runbooks/RB-00001/jobs"])
+def test_json_nested_too_deep_to_decode_is_400(api, path):
+    response = api.post(path, data="[" * 100_000, content_type="application/json")
+
+    body = problem(response)
+    assert response.status_code == 400
+    assert body["errors"] == [{"field": "body", "message": "invalid JSON", "value": None}]
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
@@ -138,6 +148,38 @@ def test_bad_cursor_is_400(api):
 
     assert body["status"] == 400
     assert body["errors"][0]["field"] == "cursor"
+
+
+@pytest.mark.parametrize("position", [{"after": True}, {"after": 10**30}], ids=["boolean", "beyond-any-row"])
+def test_cursor_this_runner_cannot_have_issued_is_400(api, position):
+    cursor = base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+    body = problem(api.get("/audit", query_string={"cursor": cursor}))
+
+    assert body["status"] == 400
+    assert body["errors"][0]["field"] == "cursor"
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/runbooks/{key}/versions/{huge}", 404),
+    ("GET", "/runbooks/{key}/diff?from=1&to={huge}", 404),
+    ("DELETE", "/tokens/{huge}", 404),
+], ids=["version", "diff", "token"])
+def test_number_beyond_any_row_is_not_found(api, method, path, status):
+    key = create_runbook(api)["key"]
+
+    body = problem(api.request(method, path.format(key=key, huge=10**30)))
+
+    assert body["status"] == status
+
+
+def test_events_after_a_number_beyond_any_event_is_an_empty_page(api, worker):
+    key = create_runbook(api, status="published", callable=True)["key"]
+    job = api.post(f"/runbooks/{key}/jobs", json={}).get_json()["job"]["uuid"]
+
+    page = api.get(f"/jobs/{job}/events", query_string={"after": 10**30}).get_json()
+
+    assert page == {"items": [], "next_after": 10**30}
 
 
 @pytest.mark.parametrize("path", ["/api/v1/nothing-here", "/api/v1/ws/acme/runbooks/RB-00001/nothing", "/nothing"])

@@ -35,6 +35,7 @@ def _body(steps: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
         ({"type": "string"}, "parameters.type"),
         ({"type": "array", "items": {"type": "string"}}, "parameters.type"),
         ({"type": "object", "properties": {"bad-name": {"type": "string"}}}, "parameters.properties"),
+        ({"type": "object", "properties": {"x": {"type": "string", "pattern": "["}}}, "parameters.properties.x.pattern"),
         ("not a schema", "parameters"),
     ],
 )
@@ -120,6 +121,15 @@ def test_validate_values_applies_defaults_without_touching_the_input():
 
     assert completed == {"service": "orders-db", "replicas": 2, "severity": "sev2", "window": {"minutes": 30}}
     assert given_values == {"service": "orders-db", "replicas": 2}
+
+
+@pytest.mark.parametrize("schema", [{"$ref": "#/nowhere"}, {"type": "object", "properties": {"x": {"$ref": "https://example.com/x"}}}],
+                         ids=["pointer-to-nowhere", "remote-reference"])
+def test_validate_values_refuses_when_the_schema_cannot_be_applied(schema):
+    with pytest.raises(InvalidInput) as refused:
+        validate_values(schema, {"x": "orders-db"})
+
+    assert refused.value.errors == [{"field": "parameters", "message": "the runbook's parameters schema is unusable", "value": None}]
 
 
 @pytest.mark.parametrize("values", [["service"], "service=orders-db", None, 3])

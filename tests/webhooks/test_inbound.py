@@ -116,6 +116,7 @@ def test_member_may_not_create_a_url(make_api, key):
     pytest.param(b'"deploy"', "application/json", id="string"),
     pytest.param(b"42", "application/json", id="number"),
     pytest.param(b"{not json", "application/json", id="malformed-json"),
+    pytest.param(b"[" * 100_000, "application/json", id="nested-too-deep"),
 ])
 def test_body_that_is_not_a_json_object_is_refused(api, client, key, body, content_type):
     created = create_url(api, key)
@@ -257,3 +258,11 @@ def test_new_webhook_id_starts_another_job(api, client, clock, signed):
 
     assert response.status_code == 202
     assert len(jobs(api)) == 2
+
+
+def test_an_overlong_webhook_id_is_refused_and_starts_no_job(api, client, clock, signed):
+    response = send_signed(client, clock, *signed, {"x": "long"}, msg_id="msg_" + "x" * 300)
+
+    body = problem(response)
+    assert body["status"] == 422 and body["errors"][0]["field"] == "webhook-id"
+    assert jobs(api) == []

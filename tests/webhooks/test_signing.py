@@ -53,7 +53,7 @@ def test_missing_header_is_rejected(secret, missing):
         verify(secret, headers, BODY, now=NOW)
 
 
-@pytest.mark.parametrize("stamp", ["yesterday", "1.7e9", "", "17600000OO"])
+@pytest.mark.parametrize("stamp", ["yesterday", "1.7e9", "", "17600000OO", "9" * 4000])
 def test_malformed_timestamp_is_rejected(secret, stamp):
     headers = {**headers_for(secret), "webhook-timestamp": stamp}
 
@@ -106,7 +106,7 @@ def test_any_of_several_signatures_is_accepted_during_key_rotation(secret, posit
     assert verify(old, headers, BODY, now=NOW) == "msg_1"
 
 
-@pytest.mark.parametrize("entry", ["v2,{sig}", "{sig}", "v1a,{sig}", "v1,"])
+@pytest.mark.parametrize("entry", ["v2,{sig}", "{sig}", "v1a,{sig}", "v1,", "v1,{sig}\u00e9"])
 def test_signature_with_another_version_or_no_version_is_rejected(secret, entry):
     value = sign(secret, "msg_1", NOW, BODY).split(",", 1)[1]
     headers = {**headers_for(secret), "webhook-signature": entry.format(sig=value)}

@@ -114,6 +114,7 @@ def _subscription(target: str, **changes) -> dict:
 
 BAD_SUBSCRIPTIONS = [
     pytest.param({"target_url": "not a url"}, "target_url", "not a url", id="malformed-target-url"),
+    pytest.param({"target_url": "http://[::1/hook"}, "target_url", "http://[::1/hook", id="unclosed-ipv6-bracket"),
     pytest.param({"target_url": "ftp://127.0.0.1/hook"}, "target_url", "ftp://127.0.0.1/hook", id="non-http-scheme"),
     pytest.param({"target_url": "http://10.0.0.1/hook"}, "target_url", "http://10.0.0.1/hook", id="private-target"),
     pytest.param({"target_url": "http://169.254.169.254/latest/meta-data"}, "target_url", "http://169.254.169.254/latest/meta-data",
