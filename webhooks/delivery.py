@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +19,7 @@ from sqlalchemy import bindparam, or_, select, update
 
 from runner import metrics
 from runner.engine.events import emit_workspace
-from runner.engine.worker import new_worker_id, renew_leases
+from runner.engine.worker import LeasedWorker
 from runner.models import Delivery, DeliveryAttempt, Event, Subscription
 from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 
@@ -204,76 +203,25 @@ def _end_subscription(session: Any, subscription: Subscription, now: datetime, *
                     "reason": reason})
 
 
-class DeliveryWorker:
-    """Claim and send due deliveries, from tests (``run_until_idle``) or threads (``start``)."""
+class DeliveryWorker(LeasedWorker):
+    """Claim due deliveries and send them, a batch per thread at a time."""
 
-    def __init__(self, rt: Runtime, *, worker_id: str | None = None, threads: int | None = None,
-                 policy: OutboundPolicy | None = None) -> None:
-        self.rt = rt
-        self.worker_id = worker_id or new_worker_id("delivery")
-        self.threads = threads or rt.settings.delivery_threads
-        self.policy = policy or OutboundPolicy.from_setting(rt.settings.outbound_allowlist)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+    role = "delivery-worker"
+    leased = Delivery
+    signal_key = DELIVERIES_DUE
+    loop_batch = DEFAULT_CLAIM_BATCH
 
-    def run_once(self, limit: int | None = None) -> int:
-        """Claim up to ``limit`` due deliveries and attempt each once; return how many."""
-        ids = claim_deliveries(self.rt, self.worker_id, limit or 50)
-        if ids:
-            self._send(ids)
-        return len(ids)
+    def default_threads(self, rt: Runtime) -> int:
+        """RUNBOOK_MANAGER_DELIVERY_THREADS."""
+        return rt.settings.delivery_threads
 
-    def run_until_idle(self, max_rounds: int = 100) -> int:
-        """Attempt due deliveries until none is due (retries wait for the clock); return the attempts made."""
-        total = 0
-        for _ in range(max_rounds):
-            made = self.run_once()
-            if not made:
-                return total
-            total += made
-        raise RuntimeError(f"deliveries still due after {max_rounds} rounds")
+    def claim(self, limit: int) -> list[str]:
+        """Lease due deliveries."""
+        return claim_deliveries(self.rt, self.worker_id, limit)
 
-    def _send(self, delivery_ids: list[str]) -> None:
+    def process(self, ids: list[str]) -> None:
+        """Attempt each delivery once and record the outcomes."""
         try:
-            send_deliveries(self.rt, delivery_ids, self.worker_id, self.policy)
+            send_deliveries(self.rt, ids, self.worker_id, self.policy)
         except Exception:  # noqa: BLE001 - a broken delivery must not stop the worker; its lease expires and it is retried
-            log.exception("deliveries %s failed unexpectedly", ", ".join(delivery_ids))
-
-    def _loop(self) -> None:
-        signal = self.rt.signals[DELIVERIES_DUE]
-        while not self._stop.is_set():
-            try:
-                ids = claim_deliveries(self.rt, self.worker_id, DEFAULT_CLAIM_BATCH)
-            except Exception:  # noqa: BLE001 - the store may be briefly unavailable
-                log.exception("claiming deliveries failed")
-                ids = []
-            if ids:
-                self._send(ids)
-            else:
-                signal.wait(self.rt.settings.poll_interval)
-                signal.clear()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.rt.settings.lease_seconds / 3):
-            try:
-                renew_leases(self.rt, Delivery, self.worker_id)
-            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
-                log.exception("delivery lease heartbeat failed")
-
-    def start(self) -> None:
-        """Start the delivery threads and their lease heartbeat."""
-        beat = threading.Thread(target=self._beat, name="delivery-lease-heartbeat", daemon=True)
-        beat.start()
-        self._threads.append(beat)
-        for index in range(self.threads):
-            thread = threading.Thread(target=self._loop, name=f"delivery-worker-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the attempts under way finish."""
-        self._stop.set()
-        self.rt.signals[DELIVERIES_DUE].set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads.clear()
+            log.exception("deliveries %s failed unexpectedly", ", ".join(ids))

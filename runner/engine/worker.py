@@ -1,4 +1,4 @@
-"""The job worker: threads that claim due jobs and drive them."""
+"""Workers: threads that claim leased work (due jobs here, deliveries in webhooks.delivery) and process it."""
 from __future__ import annotations
 
 import logging
@@ -17,7 +17,7 @@ from ..models import Job
 from ..runtime import JOBS_DUE, Runtime
 from .driver import claim, drive
 
-__all__ = ["JobWorker", "new_worker_id", "renew_leases"]
+__all__ = ["LeasedWorker", "JobWorker", "new_worker_id", "renew_leases"]
 
 log = logging.getLogger(__name__)
 
@@ -38,80 +38,131 @@ def new_worker_id(role: str = "worker") -> str:
     return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class JobWorker:
-    """Claim and drive due jobs, from tests (``run_until_idle``) or threads (``start``)."""
+class LeasedWorker:
+    """Threads that claim leased work, process it, and keep their leases alive with a heartbeat.
+
+    Subclasses say how to claim (``claim``), how to handle what was claimed
+    (``process``), which table holds the leases and which in-process signal
+    wakes them. Tests call ``run_until_idle``; processes call ``start``.
+    """
+
+    role = "worker"
+    leased: Any = None
+    signal_key = ""
+    # Items one thread claims per round in the background loop.
+    loop_batch = 1
+    # Items one ``run_once`` claims when the caller names no limit.
+    default_limit = 50
+    # Rounds ``run_until_idle`` makes before concluding that something keeps coming due.
+    max_rounds = 100
 
     def __init__(self, rt: Runtime, *, worker_id: str | None = None, threads: int | None = None,
                  policy: OutboundPolicy | None = None) -> None:
         self.rt = rt
-        self.worker_id = worker_id or new_worker_id()
-        self.threads = threads or rt.settings.worker_threads
+        self.worker_id = worker_id or new_worker_id(self.role)
+        self.threads = threads or self.default_threads(rt)
         self.policy = policy or OutboundPolicy.from_setting(rt.settings.outbound_allowlist)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def run_once(self, limit: int | None = None) -> int:
-        """Claim up to ``limit`` due jobs and drive each; return how many were claimed."""
-        uuids = claim(self.rt, self.worker_id, limit or self.threads)
-        for job_uuid in uuids:
-            self._drive(job_uuid)
-        return len(uuids)
+    def default_threads(self, rt: Runtime) -> int:
+        """How many threads ``start`` runs when none is given."""
+        raise NotImplementedError
 
-    def run_until_idle(self, max_rounds: int = 1000) -> int:
-        """Drive jobs until none is due (for tests and the CLI); return how many claims were made."""
+    def claim(self, limit: int) -> list[str]:
+        """Lease up to ``limit`` due items; return their ids."""
+        raise NotImplementedError
+
+    def process(self, ids: list[str]) -> None:
+        """Handle claimed items; must log, not raise, what fails (its lease lapses and the item is retried)."""
+        raise NotImplementedError
+
+    def run_once(self, limit: int | None = None) -> int:
+        """Claim up to ``limit`` due items and process them; return how many were claimed."""
+        ids = self.claim(limit or self.default_limit)
+        if ids:
+            self.process(ids)
+        return len(ids)
+
+    def run_until_idle(self, max_rounds: int | None = None) -> int:
+        """Process items until none is due (for tests and the CLI); return how many were claimed."""
+        rounds = max_rounds or self.max_rounds
         total = 0
-        for _ in range(max_rounds):
+        for _ in range(rounds):
             claimed = self.run_once()
             if not claimed:
                 return total
             total += claimed
-        raise RuntimeError(f"jobs still due after {max_rounds} rounds")
-
-    def _drive(self, job_uuid: str) -> None:
-        try:
-            drive(self.rt, job_uuid, self.worker_id, policy=self.policy)
-        except Exception:  # noqa: BLE001 - one broken job must not stop the worker; its lease expires and it is retried
-            log.exception("driving job %s failed", job_uuid)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                uuids = claim(self.rt, self.worker_id, 1)
-            except Exception:  # noqa: BLE001 - the store may be briefly unavailable; try again
-                log.exception("claiming jobs failed")
-                uuids = []
-            for job_uuid in uuids:
-                self._drive(job_uuid)
-            if not uuids:
-                signal = self.rt.signals[JOBS_DUE]
-                signal.wait(self.rt.settings.poll_interval)
-                signal.clear()
+        raise RuntimeError(f"{self.role} items still due after {rounds} rounds")
 
     def heartbeat(self) -> int:
-        """Extend the leases this worker holds (so a live worker keeps its jobs and a dead one loses them)."""
-        return renew_leases(self.rt, Job, self.worker_id)
+        """Extend the leases this worker holds (so a live worker keeps its items and a dead one loses them)."""
+        return renew_leases(self.rt, self.leased, self.worker_id)
+
+    def _loop(self) -> None:
+        signal = self.rt.signals[self.signal_key]
+        while not self._stop.is_set():
+            try:
+                ids = self.claim(self.loop_batch)
+            except Exception:  # noqa: BLE001 - the store may be briefly unavailable; try again
+                log.exception("%s: claiming failed", self.role)
+                ids = []
+            if ids:
+                self.process(ids)
+            else:
+                signal.wait(self.rt.settings.poll_interval)
+                signal.clear()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.rt.settings.lease_seconds / 3):
             try:
                 self.heartbeat()
             except Exception:  # noqa: BLE001 - a missed beat only shortens the lease; the next one retries
-                log.exception("lease heartbeat failed")
+                log.exception("%s: lease heartbeat failed", self.role)
 
     def start(self) -> None:
-        """Start the worker threads and their lease heartbeat."""
-        beat = threading.Thread(target=self._beat, name="job-lease-heartbeat", daemon=True)
+        """Start the threads and their lease heartbeat."""
+        beat = threading.Thread(target=self._beat, name=f"{self.role}-lease-heartbeat", daemon=True)
         beat.start()
         self._threads.append(beat)
         for index in range(self.threads):
-            thread = threading.Thread(target=self._loop, name=f"job-worker-{index}", daemon=True)
+            thread = threading.Thread(target=self._loop, name=f"{self.role}-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the steps under way finish."""
+        """Stop after the work under way finishes."""
         self._stop.set()
-        self.rt.signals[JOBS_DUE].set()
+        self.rt.signals[self.signal_key].set()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+
+
+class JobWorker(LeasedWorker):
+    """Claim and drive due jobs."""
+
+    role = "job-worker"
+    leased = Job
+    signal_key = JOBS_DUE
+    max_rounds = 1000
+
+    def default_threads(self, rt: Runtime) -> int:
+        """RUNBOOK_MANAGER_WORKER_THREADS."""
+        return rt.settings.worker_threads
+
+    def run_once(self, limit: int | None = None) -> int:
+        """Claim up to ``limit`` due jobs (one per thread by default) and drive each."""
+        return super().run_once(limit or self.threads)
+
+    def claim(self, limit: int) -> list[str]:
+        """Lease due jobs."""
+        return claim(self.rt, self.worker_id, limit)
+
+    def process(self, ids: list[str]) -> None:
+        """Drive each job until it finishes or waits."""
+        for job_uuid in ids:
+            try:
+                drive(self.rt, job_uuid, self.worker_id, policy=self.policy)
+            except Exception:  # noqa: BLE001 - one broken job must not stop the worker; its lease expires and it is retried
+                log.exception("driving job %s failed", job_uuid)
