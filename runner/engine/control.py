@@ -14,7 +14,7 @@ from ..models import Event, Job
 from ..runtime import JOBS_DUE, Runtime
 from ..services import audit
 from ..services.pagination import MAX_ROW_NUMBER, cut_page, decode_cursor
-from .driver import drive
+from .driver import drive, follow_up, move_new
 from .invoke import JobRequest, Trigger, create_job
 from .machine import Blocked, Machine, NeedsCall
 from .report import event_to_dict, find_job, job_to_dict
@@ -33,36 +33,45 @@ def invoke(rt: Runtime, actor: Actor, ref: str, data: dict[str, Any], *, idempot
            trigger_kind: str = "api", require_callable: bool = True) -> tuple[dict[str, Any], bool]:
     """Start a job; with ``wait`` drive it here until it ends or the time is up. Returns (job, finished)."""
     require(actor, Action.EXECUTE)
+    wait = data.get("wait")
+    driver = new_worker_id("api") if wait else None
     request = JobRequest(
         workspace_id=actor.workspace_id, runbook_ref=ref, parameters=data.get("parameters", {}),
         trigger=Trigger(trigger_kind, actor.subject, actor.subject if trigger_kind == "person" else None),
         idempotency_key=idempotency_key, change_ref=data.get("change_ref"), incident_ref=data.get("incident_ref"),
-        require_callable=require_callable,
+        require_callable=require_callable, driver=driver,
     )
-    job, _created = create_job(rt, request)
-    wait = data.get("wait")
-    if wait:
-        return wait_for_end(rt, actor, job.uuid, float(wait))
-    with rt.db.read() as session:
-        return job_to_dict(rt, session, job, with_steps=False), False
+    if not wait:
+        job, _created = create_job(rt, request)
+        with rt.db.read() as session:
+            return job_to_dict(rt, session, job, with_steps=False), False
+    # The job is created leased to this thread, which moves it in the same transaction and then drives it on.
+    first: list[NeedsCall | Blocked | None] = []
+    job, _created = create_job(rt, request, then=lambda session, new: first.append(move_new(rt, session, new.id)))
+    return wait_for_end(rt, actor, job.uuid, float(wait), worker_id=driver, first=first)
 
 
-def wait_for_end(rt: Runtime, actor: Actor, job_uuid: str, seconds: float) -> tuple[dict[str, Any], bool]:
-    """Drive the job from this thread while it is due, else watch it, until it ends or ``seconds`` pass."""
+def wait_for_end(rt: Runtime, actor: Actor, job_uuid: str, seconds: float, *, worker_id: str | None = None,
+                 first: list[NeedsCall | Blocked | None] | None = None) -> tuple[dict[str, Any], bool]:
+    """Drive the job from this thread while it is due, else watch it, until it ends or ``seconds`` pass.
+
+    ``first`` holds what moving a just-created job in its creating transaction left to do.
+    """
     deadline = time.monotonic() + min(seconds, MAX_WAIT_SECONDS)
     policy = OutboundPolicy.from_setting(rt.settings.outbound_allowlist)
-    worker_id = new_worker_id("api")
-    while True:
+    worker_id = worker_id or new_worker_id("api")
+    if first:
+        status = follow_up(rt, job_uuid, first[0], worker_id, policy=policy)
+    else:
         status = drive(rt, job_uuid, worker_id, policy=policy)
-        if status is not None and status.terminal:
-            break
-        if time.monotonic() >= deadline:
+    while True:
+        if status is None:
+            with rt.db.read() as session:
+                status = JobStatus(session.scalar(select(Job.status).where(Job.uuid == job_uuid)))
+        if status.terminal or time.monotonic() >= deadline:
             break
         time.sleep(WAIT_POLL_SECONDS)
-        with rt.db.read() as session:
-            current = JobStatus(session.scalar(select(Job.status).where(Job.uuid == job_uuid)))
-        if current.terminal or time.monotonic() >= deadline:
-            break
+        status = drive(rt, job_uuid, worker_id, policy=policy)
     with rt.db.read() as session:
         job = find_job(session, actor, job_uuid)
         return job_to_dict(rt, session, job), JobStatus(job.status).terminal

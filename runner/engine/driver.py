@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from webhooks.fanout import fan_out
 from webhooks.outbound import OutboundPolicy
 
 from ..models import Job
 from ..runtime import Runtime
 from .http import perform
 from .machine import Blocked, Machine, NeedsCall
-from .states import JobStatus
+from .states import TERMINAL, JobStatus
 
-__all__ = ["claim", "drive"]
+__all__ = ["claim", "claim_and_move", "drive", "follow_up", "move_new"]
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 def claim(rt: Runtime, worker_id: str, limit: int) -> list[str]:
     """Lease up to ``limit`` jobs that are due; every due job is leased by one worker at a time."""
     now = rt.clock.now()
-    due = (Job.next_run_at <= now, or_(Job.lease_until.is_(None), Job.lease_until < now))
+    due = _due(rt)
     with rt.db.read() as session:
         # A cheap look first, so idle workers do not queue for the write lock.
         if session.scalar(select(Job.id).where(*due).limit(1)) is None:
@@ -39,6 +41,82 @@ def claim(rt: Runtime, worker_id: str, limit: int) -> list[str]:
                 .values(lease_owner=worker_id, lease_until=now + timedelta(seconds=rt.settings.lease_seconds))
             )
     return [r.uuid for r in rows]
+
+
+def _due(rt: Runtime) -> tuple[Any, ...]:
+    now = rt.clock.now()
+    return (Job.next_run_at <= now, or_(Job.lease_until.is_(None), Job.lease_until < now))
+
+
+def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, NeedsCall | Blocked | None]]:
+    """Lease up to ``limit`` due jobs and move each as far as the database allows, all in one transaction.
+
+    Returns what each job needs next (see ``follow_up``). Jobs that only
+    wait for a person, a timer or a child cost one shared transaction instead
+    of a claim and a transaction of their own. If moving any of them fails,
+    nothing of the batch is kept and the jobs are claimed and driven one by
+    one instead, so one broken job cannot hold up the others.
+    """
+    with rt.db.read() as session:
+        # A cheap look first, so idle workers do not queue for the write lock.
+        if session.scalar(select(Job.id).where(*_due(rt)).limit(1)) is None:
+            return []
+    try:
+        with rt.db.write() as session:
+            query = select(Job).where(*_due(rt)).order_by(Job.next_run_at).limit(limit)
+            if rt.db.is_postgres:
+                query = query.with_for_update(skip_locked=True)
+            moved: list[tuple[str, NeedsCall | Blocked | None]] = []
+            for job in session.scalars(query).all():
+                _take(rt, job, worker_id)
+                moved.append((job.uuid, _move(rt, session, job)))
+        return moved
+    except Exception:  # noqa: BLE001 - fall back to one transaction per job, where the broken one is logged
+        log.warning("moving a batch of jobs failed; driving them one by one", exc_info=True)
+        return [(job_uuid, None) for job_uuid in claim(rt, worker_id, limit)]
+
+
+def _move(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = None, result: Any = None) -> NeedsCall | Blocked | None:
+    """Run the machine on a leased job; keep the lease only while an HTTP call is under way."""
+    machine = Machine(rt, session, job)
+    if pending is not None:
+        machine.apply_result(pending, result)
+    outcome = machine.run()
+    if isinstance(outcome, NeedsCall):
+        machine.begin_attempt(outcome)
+    elif isinstance(outcome, Blocked) and outcome.child_id is not None:
+        # The driver runs the new child next and then this job again: nobody else should pick it up in between.
+        pass
+    else:
+        job.lease_owner = None
+        job.lease_until = None
+    return outcome
+
+
+def follow_up(rt: Runtime, job_uuid: str, outcome: NeedsCall | Blocked | None, worker_id: str, *,
+              policy: OutboundPolicy, _depth: int = 0) -> JobStatus | None:
+    """Finish what a move left: make the HTTP call, run the child, or drive a job that could not be moved.
+
+    Returns the job's status as ``drive`` does (None when there was nothing for this worker to do).
+    """
+    if isinstance(outcome, NeedsCall):
+        return drive(rt, job_uuid, worker_id, policy=policy, pending=outcome, _depth=_depth)
+    if isinstance(outcome, Blocked):
+        if outcome.child_uuid and drive(rt, outcome.child_uuid, worker_id, policy=policy, _depth=_depth + 1) in TERMINAL:
+            return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth)
+        if outcome.child_id is not None:
+            _release(rt, job_uuid, worker_id)
+        return None
+    return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth)
+
+
+def move_new(rt: Runtime, session: Session, job_id: int) -> NeedsCall | Blocked | None:
+    """Move a job created in this transaction (and leased to its driver) as far as the database allows.
+
+    Its events are fanned out first: a flow-backed job looks for the delivery of its own invocation.
+    """
+    fan_out(session)
+    return _move(rt, session, session.get(Job, job_id))
 
 
 def _lock(rt: Runtime, session: Session, job_uuid: str) -> Job | None:
@@ -62,33 +140,41 @@ def _take(rt: Runtime, job: Job, worker_id: str) -> bool:
     return True
 
 
-def drive(rt: Runtime, job_uuid: str, worker_id: str, *, policy: OutboundPolicy, follow_children: bool = True,
+def drive(rt: Runtime, job_uuid: str, worker_id: str, *, policy: OutboundPolicy, pending: NeedsCall | None = None,
           _depth: int = 0) -> JobStatus | None:
-    """Run a job until it finishes or waits; return its status (None if another worker owns it)."""
-    pending: NeedsCall | None = None
-    result = None
+    """Run a job, and the children it waits for, until it finishes or waits; return its status (None if another worker owns it).
+
+    ``pending`` is an HTTP call this worker already began (it holds the job's lease): it is made first.
+    A child created by a move is moved in the same transaction, then driven before the parent is looked at again.
+    """
+    result = perform(pending.call, policy) if pending is not None else None
     while True:
+        child_first: NeedsCall | Blocked | None = None
         with rt.db.write() as session:
             job = _lock(rt, session, job_uuid)
             if job is None or not _take(rt, job, worker_id):
                 return None
-            machine = Machine(rt, session, job)
-            if pending is not None:
-                machine.apply_result(pending, result)
-                pending = None
-            outcome = machine.run()
-            if isinstance(outcome, NeedsCall):
-                machine.begin_attempt(outcome)
-                pending = outcome
-            else:
-                job.lease_owner = None
-                job.lease_until = None
+            outcome = _move(rt, session, job, pending, result)
+            pending = outcome if isinstance(outcome, NeedsCall) else None
             status = JobStatus(job.status)
+            if isinstance(outcome, Blocked) and outcome.child_id is not None:
+                child_first = move_new(rt, session, outcome.child_id)
         if pending is not None:
             result = perform(pending.call, policy)
             continue
-        if follow_children and isinstance(outcome, Blocked) and outcome.child_uuid and _depth < rt.settings.max_call_depth:
-            child_status = drive(rt, outcome.child_uuid, worker_id, policy=policy, _depth=_depth + 1)
+        if isinstance(outcome, Blocked) and outcome.child_uuid and _depth < rt.settings.max_call_depth:
+            if outcome.child_id is not None:
+                child_status = follow_up(rt, outcome.child_uuid, child_first, worker_id, policy=policy, _depth=_depth + 1)
+            else:
+                child_status = drive(rt, outcome.child_uuid, worker_id, policy=policy, _depth=_depth + 1)
             if child_status is not None and child_status.terminal:
                 continue
+            if outcome.child_id is not None:
+                _release(rt, job_uuid, worker_id)
         return status
+
+
+def _release(rt: Runtime, job_uuid: str, worker_id: str) -> None:
+    """Give up the lease kept on a parent while its new child ran: the child now waits, and whoever ends it wakes the parent."""
+    with rt.db.write() as session:
+        session.execute(update(Job).where(Job.uuid == job_uuid, Job.lease_owner == worker_id).values(lease_owner=None, lease_until=None))

@@ -4,8 +4,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
@@ -49,6 +50,8 @@ class JobRequest:
     incident_ref: str | None = None
     # Persons may execute any published runbook; flows, webhooks and other runbooks only callable ones.
     require_callable: bool = True
+    # A worker that will drive the job itself right away (an invocation with ``wait``): the job is created leased to it.
+    driver: str | None = None
 
 
 def request_hash(runbook_ref: str, parameters: Any, extra: dict[str, Any] | None = None) -> str:
@@ -158,8 +161,11 @@ def pin_call_tree(rt: Runtime, session: Session, root: RunbookHead, *, start_dep
 def _new_job(rt: Runtime, session: Session, *, runbook: RunbookHead, version_id: int, version: int, parameters: dict[str, Any],
              trigger: Trigger, pins: dict[str, int], now: datetime, parent: Job | None = None, parent_step: int | None = None,
              idempotency_key: str | None = None, request_digest: str | None = None, change_ref: str | None = None,
-             incident_ref: str | None = None) -> Job:
-    """Insert a queued job with its first two events; return it (detached: load it to change it in this session)."""
+             incident_ref: str | None = None, lease: tuple[str, datetime] | None = None) -> Job:
+    """Insert a queued job with its first two events; return it (detached: load it to change it in this session).
+
+    ``lease`` (owner, until) hands the new job straight to the worker that will drive it, so no other worker claims it.
+    """
     job_uuid = str(uuidlib.uuid4())
     values = dict(
         uuid=job_uuid,
@@ -190,6 +196,8 @@ def _new_job(rt: Runtime, session: Session, *, runbook: RunbookHead, version_id:
         next_run_at=now,
         pause_requested=False,
         event_seq=2,
+        lease_owner=lease[0] if lease else None,
+        lease_until=lease[1] if lease else None,
     )
     job_id = session.connection().execute(_INSERT_JOB, values).scalar_one()
     job = Job(id=job_id, **values)
@@ -201,18 +209,33 @@ def _new_job(rt: Runtime, session: Session, *, runbook: RunbookHead, version_id:
     return job
 
 
-def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = None) -> tuple[Job, bool]:
-    """Create a queued job; return it and whether it is new (False: the Idempotency-Key matched an earlier job)."""
-    if session is None:
-        try:
-            with rt.db.write() as own:
-                return create_job(rt, request, session=own)
-        except IntegrityError:
-            # A concurrent request with the same Idempotency-Key won the race: answer with its job.
-            if request.idempotency_key is None:
-                raise
-            with rt.db.write() as own:
-                return create_job(rt, request, session=own)
+@dataclass(frozen=True)
+class _Checked:
+    """An invocation that passed every check: what inserting its job needs."""
+
+    runbook: RunbookHead
+    digest: str | None
+    pins: dict[str, int]
+    parameters: dict[str, Any]
+
+
+def _earlier(session: Session, request: JobRequest, digest: str | None) -> Job | None:
+    """The job an earlier request with the same Idempotency-Key created, if any (refusing a different body)."""
+    if not request.idempotency_key:
+        return None
+    earlier = session.scalar(select(Job).where(Job.workspace_id == request.workspace_id, Job.idempotency_key == request.idempotency_key))
+    if earlier is not None and earlier.request_hash != digest:
+        raise InvalidInput(
+            f"Idempotency-Key {request.idempotency_key!r} was already used for job {earlier.uuid} with a different request; "
+            "use a new key for a new request",
+            errors=[{"field": "Idempotency-Key", "message": "reused with a different body", "value": request.idempotency_key}],
+            job_uuid=earlier.uuid,
+        )
+    return earlier
+
+
+def _check(rt: Runtime, session: Session, request: JobRequest) -> _Checked | Job:
+    """Run every check of an invocation; return what to insert, or the earlier job of a repeated Idempotency-Key."""
     if request.idempotency_key and len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise InvalidInput(
             f"Idempotency-Key is {len(request.idempotency_key)} characters long; use at most {MAX_IDEMPOTENCY_KEY_LENGTH}",
@@ -221,25 +244,56 @@ def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = No
     runbook = _find_runbook(session, request.workspace_id, request.runbook_ref)
     digest = request_hash(runbook.key, request.parameters, {"change_ref": request.change_ref, "incident_ref": request.incident_ref}) \
         if request.idempotency_key else None
-    if request.idempotency_key:
-        earlier = session.scalar(select(Job).where(Job.workspace_id == request.workspace_id, Job.idempotency_key == request.idempotency_key))
-        if earlier is not None:
-            if earlier.request_hash != digest:
-                raise InvalidInput(
-                    f"Idempotency-Key {request.idempotency_key!r} was already used for job {earlier.uuid} with a different request; "
-                    "use a new key for a new request",
-                    errors=[{"field": "Idempotency-Key", "message": "reused with a different body", "value": request.idempotency_key}],
-                    job_uuid=earlier.uuid,
-                )
-            return earlier, False
+    earlier = _earlier(session, request, digest)
+    if earlier is not None:
+        return earlier
     _check_runnable(rt, runbook, require_callable=request.require_callable)
     pins = pin_call_tree(rt, session, runbook)
-    parameters = validate_values(runbook.body["parameters"], request.parameters)
+    return _Checked(runbook, digest, pins, validate_values(runbook.body["parameters"], request.parameters))
+
+
+def _insert(rt: Runtime, session: Session, request: JobRequest, checked: _Checked) -> tuple[Job, bool]:
+    earlier = _earlier(session, request, checked.digest)
+    if earlier is not None:
+        return earlier, False
+    runbook = checked.runbook
     now = rt.clock.now()
-    job = _new_job(rt, session, runbook=runbook, version_id=runbook.version_id, version=runbook.version, parameters=parameters,
-                   trigger=request.trigger, pins=pins, now=now, idempotency_key=request.idempotency_key, request_digest=digest,
-                   change_ref=request.change_ref, incident_ref=request.incident_ref)
+    lease = (request.driver, now + timedelta(seconds=rt.settings.lease_seconds)) if request.driver else None
+    job = _new_job(rt, session, runbook=runbook, version_id=runbook.version_id, version=runbook.version, parameters=checked.parameters,
+                   trigger=request.trigger, pins=checked.pins, now=now, idempotency_key=request.idempotency_key,
+                   request_digest=checked.digest, change_ref=request.change_ref, incident_ref=request.incident_ref, lease=lease)
     return job, True
+
+
+def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = None,
+               then: Callable[[Session, Job], None] | None = None) -> tuple[Job, bool]:
+    """Create a queued job; return it and whether it is new (False: the Idempotency-Key matched an earlier job).
+
+    On its own, the checks (runbook, parameters, call tree) run before the
+    write transaction, which then only inserts: the single SQLite writer is
+    held for as short a time as possible. A runbook archived in between is
+    caught when the job starts. Given a ``session``, everything happens in it.
+    ``then`` is called with the write session and a new job before commit.
+    """
+    if session is not None:
+        checked = _check(rt, session, request)
+        return (checked, False) if isinstance(checked, Job) else _insert(rt, session, request, checked)
+    with rt.db.read() as reader:
+        checked = _check(rt, reader, request)
+    if isinstance(checked, Job):
+        return checked, False
+    try:
+        with rt.db.write() as own:
+            job, created = _insert(rt, own, request, checked)
+            if created and then is not None:
+                then(own, job)
+            return job, created
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key won the race: answer with its job.
+        if request.idempotency_key is None:
+            raise
+        with rt.db.write() as own:
+            return _insert(rt, own, request, checked)
 
 
 def create_child(rt: Runtime, session: Session, parent: Job, step: dict[str, Any], parameters: dict[str, Any], now: datetime) -> Job:
@@ -257,9 +311,12 @@ def create_child(rt: Runtime, session: Session, parent: Job, step: dict[str, Any
         values = validate_values(body["parameters"], parameters)
     except RunnerError as exc:
         raise InvalidInput(f"runbook {child.key} ({child.name}) refused the parameters: {exc.detail}", errors=exc.errors) from exc
+    # The worker moving a parent that waits for the child drives the child next: it holds the child's lease from the start.
+    waited = step["action"].get("wait", True)
+    lease = (parent.lease_owner, parent.lease_until) if waited and parent.lease_owner and parent.lease_until else None
     return _new_job(rt, session, runbook=child, version_id=version_id, version=version, parameters=values,
                     trigger=Trigger("runbook", parent.actor, parent.uuid), pins=parent.pins, now=now, parent=parent,
-                    parent_step=step["order"])
+                    parent_step=step["order"], lease=lease)
 
 
 def create_or_stop(rt: Runtime, session: Session, request: JobRequest) -> Job:

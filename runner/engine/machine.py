@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from webhooks.backoff import compute_backoff
@@ -64,12 +64,18 @@ class NeedsCall:
 
 @dataclass(frozen=True)
 class Blocked:
-    """The job waits; ``child_uuid`` names a child job the driver may run right away."""
+    """The job waits; ``child_uuid`` names a child job the driver may run right away.
+
+    ``child_id`` is set when the child was created in this transaction, leased to the parent's driver.
+    """
 
     child_uuid: str | None = None
+    child_id: int | None = None
 
 
 _CONTINUE = object()
+# Built once: every job start reads its runbook's lifecycle status.
+_RUNBOOK_STATUS = select(Runbook.__table__.c.status).where(Runbook.__table__.c.id == bindparam("id"))
 
 
 def needs_approval(step: dict[str, Any], environment: str, approval_environments: list[str]) -> bool:
@@ -93,16 +99,16 @@ class Machine:
     def __post_init__(self) -> None:
         self.now = self.rt.clock.now()
         self.body = load_body(self.session, self.job.version_id)
+        if self.job.status == JobStatus.QUEUED.value:
+            # A job that has not started has no step events: nothing to read, now or after it starts here.
+            self._loaded = {}
 
     @property
     def _events(self) -> dict[int, StepEvent]:
         """The job's step events, read on first use (a job that has not started has none to read)."""
         if self._loaded is None:
-            if self.job.cursor == 0:
-                self._loaded = {}
-            else:
-                rows = self.session.scalars(select(StepEvent).where(StepEvent.job_id == self.job.id))
-                self._loaded = {row.order: row for row in rows}
+            rows = self.session.scalars(select(StepEvent).where(StepEvent.job_id == self.job.id))
+            self._loaded = {row.order: row for row in rows}
         return self._loaded
 
     # --- helpers ------------------------------------------------------------------------
@@ -213,8 +219,9 @@ class Machine:
 
     def _start(self) -> Any:
         job = self.job
-        runbook = self.session.get(Runbook, job.runbook_id)
-        if job.parent_job_uuid is None and runbook is not None and runbook.status == RunbookStatus.ARCHIVED.value:
+        archived = job.parent_job_uuid is None and \
+            self.session.connection().execute(_RUNBOOK_STATUS, {"id": job.runbook_id}).scalar() == RunbookStatus.ARCHIVED.value
+        if archived:
             self.stop(StopReason.RUNBOOK_ARCHIVED,
                       f"runbook {job.runbook_key} ({job.runbook_name}) was archived while this job was queued; it did not run")
             return None
@@ -396,7 +403,7 @@ class Machine:
                 self.complete(ev, StepStatus.DONE, output={"waited": False})
                 return _CONTINUE
             self.wait_for(Waiting.CHILD, ev)
-            return Blocked(child_uuid=child.uuid)
+            return Blocked(child_uuid=child.uuid, child_id=child.id if child.lease_owner else None)
         child = self.session.scalar(select(Job).where(Job.uuid == child_uuid))
         status = JobStatus(child.status)
         if not status.terminal:

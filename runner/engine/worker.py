@@ -15,7 +15,8 @@ from webhooks.outbound import OutboundPolicy
 
 from ..models import Job
 from ..runtime import JOBS_DUE, Runtime
-from .driver import claim, drive
+from .driver import claim_and_move, follow_up
+from .machine import Blocked, NeedsCall
 
 __all__ = ["LeasedWorker", "JobWorker", "new_worker_id", "renew_leases"]
 
@@ -69,11 +70,11 @@ class LeasedWorker:
         """How many threads ``start`` runs when none is given."""
         raise NotImplementedError
 
-    def claim(self, limit: int) -> list[str]:
-        """Lease up to ``limit`` due items; return their ids."""
+    def claim(self, limit: int) -> list[Any]:
+        """Lease up to ``limit`` due items; return them (ids, or whatever ``process`` takes)."""
         raise NotImplementedError
 
-    def process(self, ids: list[str]) -> None:
+    def process(self, ids: list[Any]) -> None:
         """Handle claimed items; must log, not raise, what fails (its lease lapses and the item is retried)."""
         raise NotImplementedError
 
@@ -146,23 +147,25 @@ class JobWorker(LeasedWorker):
     leased = Job
     signal_key = JOBS_DUE
     max_rounds = 1000
+    # Due jobs one thread leases and moves in one transaction; HTTP calls and children follow one by one.
+    loop_batch = 8
 
     def default_threads(self, rt: Runtime) -> int:
         """RUNBOOK_MANAGER_WORKER_THREADS."""
         return rt.settings.worker_threads
 
     def run_once(self, limit: int | None = None) -> int:
-        """Claim up to ``limit`` due jobs (one per thread by default) and drive each."""
-        return super().run_once(limit or self.threads)
+        """Claim up to ``limit`` due jobs (a batch per thread by default) and drive each."""
+        return super().run_once(limit or self.threads * self.loop_batch)
 
-    def claim(self, limit: int) -> list[str]:
-        """Lease due jobs."""
-        return claim(self.rt, self.worker_id, limit)
+    def claim(self, limit: int) -> list[tuple[str, NeedsCall | Blocked | None]]:
+        """Lease due jobs and move each as far as the database allows."""
+        return claim_and_move(self.rt, self.worker_id, limit)
 
-    def process(self, ids: list[str]) -> None:
-        """Drive each job until it finishes or waits."""
-        for job_uuid in ids:
+    def process(self, ids: list[tuple[str, NeedsCall | Blocked | None]]) -> None:
+        """Make the HTTP calls and run the children the batch left, driving each job until it finishes or waits."""
+        for job_uuid, outcome in ids:
             try:
-                drive(self.rt, job_uuid, self.worker_id, policy=self.policy)
+                follow_up(self.rt, job_uuid, outcome, self.worker_id, policy=self.policy)
             except Exception:  # noqa: BLE001 - one broken job must not stop the worker; its lease expires and it is retried
                 log.exception("driving job %s failed", job_uuid)

@@ -1,0 +1,119 @@
+"""Fewer, shorter write transactions: batches of new jobs, jobs leased to the thread that drives them, call trees moved together."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event, select
+
+from runner.engine import JobWorker
+from runner.engine.invoke import JobRequest, Trigger, create_job
+from runner.engine.machine import Machine
+from runner.models import Job, Workspace
+
+from .test_engine import calls, http, job, manual, publish, start
+
+
+@contextmanager
+def commits(engine) -> Iterator[list[int]]:
+    """Count the transactions committed on ``engine`` inside the block."""
+    seen: list[int] = []
+
+    def count(conn) -> None:  # noqa: ANN001
+        seen.append(1)
+
+    event.listen(engine, "commit", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "commit", count)
+
+
+def test_worker_starts_a_batch_of_new_jobs_in_one_transaction(api, rt):
+    key = publish(api, "Page the on-call engineer", [manual("Acknowledge the page")])
+    uuids = [start(api, key) for _ in range(5)]
+    worker = JobWorker(rt, worker_id="batch-worker", threads=1)
+
+    with commits(rt.db.engine) as committed:
+        assert worker.run_once(limit=8) == 5
+
+    assert len(committed) == 1
+    for uuid in uuids:
+        moved = job(api, uuid)
+        assert (moved["status"], moved["waiting_for"], moved["current_step"]) == ("waiting", "operator", 1)
+    with rt.db.read() as session:
+        assert session.scalars(select(Job.lease_owner).where(Job.uuid.in_(uuids))).all() == [None] * 5
+
+
+def test_a_job_that_breaks_its_batch_is_driven_alone_and_the_others_still_start(api, rt, monkeypatch, caplog):
+    key = publish(api, "Page the on-call engineer", [manual("Acknowledge the page")])
+    uuids = [start(api, key) for _ in range(3)]
+    broken = uuids[1]
+    real_run = Machine.run
+
+    def run(self: Machine):  # noqa: ANN202
+        if self.job.uuid == broken:
+            raise RuntimeError("corrupt step state")
+        return real_run(self)
+
+    monkeypatch.setattr(Machine, "run", run)
+    worker = JobWorker(rt, worker_id="batch-worker", threads=1)
+
+    with caplog.at_level(logging.WARNING):
+        assert worker.run_once(limit=8) == 3
+
+    assert [job(api, uuid)["status"] for uuid in uuids] == ["waiting", "queued", "waiting"]
+    assert f"driving job {broken} failed" in caplog.text
+
+
+def test_a_job_created_for_its_driver_is_not_claimed_by_other_workers(api, rt, workspace):
+    key = publish(api, "Page the on-call engineer", [manual("Acknowledge the page")])
+    with rt.db.read() as session:
+        workspace_id = session.scalar(select(Workspace.id).where(Workspace.slug == workspace))
+    request = JobRequest(workspace_id=workspace_id, runbook_ref=key, parameters={}, trigger=Trigger("api", "tester"), driver="api:inline")
+
+    created, _ = create_job(rt, request)
+
+    assert JobWorker(rt, worker_id="background", threads=1).run_once() == 0
+    assert job(api, created.uuid)["status"] == "queued"
+    with rt.db.read() as session:
+        assert session.scalar(select(Job.lease_owner).where(Job.uuid == created.uuid)) == "api:inline"
+
+
+def test_waiting_invocation_runs_parent_and_child_in_four_transactions(api, rt, server):
+    child = publish(api, "Flush the cache", [http(server.url + "/flush")])
+    parent = publish(api, "Roll out the release", [http(server.url + "/deploy"), calls(child)])
+
+    with commits(rt.db.engine) as committed:
+        response = api.post(f"/runbooks/{parent}/jobs", json={"wait": 5})
+
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["job"]["status"] == "succeeded"
+    assert server.hits["/deploy"] == server.hits["/flush"] == 1
+    # Create and start the parent; record its call and create and start the child; end the child; end the parent.
+    assert len(committed) == 4
+
+
+def test_a_call_tree_driven_by_a_waiting_invocation_is_left_unleased_once_it_waits(api, rt, server):
+    server.delays["/slow"] = 0.5
+    child = publish(api, "Flush the cache", [http(server.url + "/slow")])
+    parent = publish(api, "Roll out the release", [calls(child), manual("Confirm the release")])
+    answers: list = []
+    caller = threading.Thread(target=lambda: answers.append(api.post(f"/runbooks/{parent}/jobs", json={"wait": 5})))
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not server.hits["/slow"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    claimed = JobWorker(rt, worker_id="background", threads=1).run_once()
+    caller.join(10)
+
+    assert server.hits["/slow"] == 1
+    assert claimed == 0
+    body = answers[0].get_json()["job"]
+    assert (body["status"], body["waiting_for"], body["current_step"]) == ("waiting", "operator", 2)
+    with rt.db.read() as session:
+        assert session.scalars(select(Job.lease_owner)).all() == [None, None]
