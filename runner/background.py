@@ -24,9 +24,10 @@ PARENT_CHECK_SECONDS = 1.0
 
 def run_roles(*, jobs: bool, deliveries: bool, scheduler: bool, parent_pid: int | None) -> None:
     """Run background roles until SIGTERM/SIGINT, or until ``parent_pid`` is no longer our parent."""
+    from . import doorbell
     from .config import Settings
     from .roles import Roles
-    from .runtime import Runtime
+    from .runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -37,6 +38,7 @@ def run_roles(*, jobs: bool, deliveries: bool, scheduler: bool, parent_pid: int 
     rt = Runtime.from_settings(Settings.from_env())
     roles = Roles(rt, jobs=jobs, deliveries=deliveries, scheduler=scheduler)
     roles.start()
+    doorbell.listen({doorbell.JOBS: rt.signals[JOBS_DUE], doorbell.DELIVERIES: rt.signals[DELIVERIES_DUE]}, stopping)
     try:
         while not stopping.wait(PARENT_CHECK_SECONDS):
             if parent_pid is not None and os.getppid() != parent_pid:

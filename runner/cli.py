@@ -57,6 +57,7 @@ def main() -> None:
 def serve(host: str, port: int, demo: bool, no_scheduler: bool, no_worker: bool, workers: int | None) -> None:
     """Serve the API, plus (unless told not to) the job and delivery workers and the scheduler in a child process."""
     _share_metrics()
+    from . import doorbell
     from .app import create_app
     from .background import BackgroundProcess
     from .migrate import upgrade
@@ -90,6 +91,8 @@ def serve(host: str, port: int, demo: bool, no_scheduler: bool, no_worker: bool,
         if background is not None:
             background.stop()
 
+    if background is not None:
+        doorbell.install()
     serve_api(lambda: create_app(Settings.from_env()), host=host, port=port, workers=workers or settings.web_workers,
               threads=settings.web_threads, on_ready=ready, on_exit=stop)
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import doorbell
 from .clock import Clock, SystemClock
 from .config import Settings
 from .db import Database
@@ -72,8 +73,10 @@ class Runtime:
         def wake(info: dict[str, Any]) -> None:
             if info.get(JOBS_DUE):
                 self.signals[JOBS_DUE].set()
+                doorbell.ring(doorbell.JOBS)
             if info.get(CREATED_DELIVERIES) or info.get(DELIVERIES_DUE):
                 self.signals[DELIVERIES_DUE].set()
+                doorbell.ring(doorbell.DELIVERIES)
 
         self.db.after_commit.append(wake)
 
