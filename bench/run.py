@@ -35,6 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
+# Events of a job of the step-less "notify" runbook that the benchmark's subscription receives.
+NOTIFY_EVENTS = ("job.created", "job.started", "job.succeeded")
+
+
 # --- measuring -----------------------------------------------------------------------------------
 
 @dataclass
@@ -277,35 +281,54 @@ def prepare(database_url: str, workdir: Path, receiver: Receiver) -> dict[str, A
     for spec in specs:
         runbooks.create(rt, actor, RunbookBodySchema().load(spec))
         runbooks.transition(rt, actor, spec["name"], "publish")
-    subscriptions.subscribe(rt, actor, {"events": ["job.created"], "runbooks": ["notify"], "target_url": receiver.url + "/deliveries"})
+    # Three events of every job of the step-less "notify" runbook: three deliveries per invocation, so that the deliveries,
+    # not the invocations, set the pace. (Not runbook.invoked: a subscriber to that makes the runbook flow-backed.)
+    subscriptions.subscribe(rt, actor, {"events": list(NOTIFY_EVENTS), "runbooks": ["notify"], "target_url": receiver.url + "/deliveries"})
     rt.db.dispose()
     return {"token": token, "workspace_id": workspace.id}
 
 
 def seed_jobs(database_url: str, total: int) -> None:
-    """Add finished jobs straight into the store until it holds ``total`` (fast, bypassing the API)."""
-    from sqlalchemy import create_engine, func, insert, select
+    """Add finished jobs straight into the store until it holds ``total`` (bypassing the API).
+
+    The columns every row shares are converted for the database once; rows then go
+    through the driver directly: executemany on SQLite, COPY on PostgreSQL.
+    """
+    from sqlalchemy import create_engine, func, select
 
     from runner.models import Job, Runbook
 
     engine = create_engine(database_url)
+    table = Job.__table__
     with engine.begin() as conn:
         runbook = conn.execute(select(Runbook).where(Runbook.name == "invoke-me")).first()
         have = conn.execute(select(func.count(Job.id))).scalar_one()
         created = datetime.now(timezone.utc) - timedelta(days=30)
-        batch: list[dict[str, Any]] = []
-        for i in range(have, total):
-            job_uuid = str(uuid.uuid4())
-            batch.append({"uuid": job_uuid, "workspace_id": runbook.workspace_id, "runbook_id": runbook.id, "runbook_key": runbook.key,
-                          "runbook_name": runbook.name, "runbook_version": runbook.version, "version_id": runbook.version_id,
-                          "environment": "eu-qa", "parameters": {"service": f"svc-{i}"}, "status": "succeeded", "triggered_by": "api",
-                          "actor": "seed", "root_job_uuid": job_uuid, "depth": 0, "pins": {}, "created_at": created, "cursor": 2,
-                          "pause_requested": False, "event_seq": 0, "ended_at": created, "ended_by": "system"})
-            if len(batch) == 20_000:
-                conn.execute(insert(Job.__table__), batch)
-                batch = []
-        if batch:
-            conn.execute(insert(Job.__table__), batch)
+        shared = {"workspace_id": runbook.workspace_id, "runbook_id": runbook.id, "runbook_key": runbook.key, "runbook_name": runbook.name,
+                  "runbook_version": runbook.version, "version_id": runbook.version_id, "environment": "eu-qa", "status": "succeeded",
+                  "triggered_by": "api", "actor": "seed", "depth": 0, "pins": {}, "created_at": created, "cursor": 2,
+                  "pause_requested": False, "event_seq": 0, "ended_at": created, "ended_by": "system"}
+        bound = {}
+        for name, value in shared.items():
+            process = table.c[name].type._cached_bind_processor(conn.dialect)  # noqa: SLF001 - the type's own conversion
+            bound[name] = process(value) if process else value
+        if conn.dialect.name == "postgresql":
+            bound["pins"] = json.dumps(shared["pins"])
+        columns = ["uuid", "root_job_uuid", "parameters", *bound]
+        constants = tuple(bound.values())
+
+        def rows():
+            for i in range(have, total):
+                job_uuid = str(uuid.uuid4())
+                yield (job_uuid, job_uuid, json.dumps({"service": f"svc-{i}"}), *constants)
+
+        raw = conn.connection.dbapi_connection
+        if conn.dialect.name == "postgresql":
+            with raw.cursor() as cursor, cursor.copy(f"COPY jobs ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows():
+                    copy.write_row(row)
+        else:
+            raw.executemany(f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows())
     engine.dispose()
 
 
@@ -404,8 +427,9 @@ def run_backend(report: Report, *, name: str, database_url: str, workdir: Path, 
         results["e2e_c8"] = asdict(hey(f"{api}/runbooks/parent/jobs", n=n(2000), c=8, body={"wait": 10}, headers=headers, count_status="200"))
         receiver.latencies_ms.clear()
         receiver.arrivals.clear()
-        count = n(2000)
-        hey(f"{api}/runbooks/notify/jobs", n=count, c=8, body={}, headers=headers)
+        invocations = n(2000)
+        count = invocations * len(NOTIFY_EVENTS)
+        hey(f"{api}/runbooks/notify/jobs", n=invocations, c=8, body={}, headers=headers)
         deadline = time.monotonic() + 120
         while len(receiver.arrivals) < count and time.monotonic() < deadline:
             time.sleep(0.1)
