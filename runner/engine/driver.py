@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -94,20 +95,20 @@ def _move(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = N
 
 
 def follow_up(rt: Runtime, job_uuid: str, outcome: NeedsCall | Blocked | None, worker_id: str, *,
-              policy: OutboundPolicy, _depth: int = 0) -> JobStatus | None:
+              policy: OutboundPolicy, _depth: int = 0, _carry: list[_Moved] | None = None) -> JobStatus | None:
     """Finish what a move left: make the HTTP call, run the child, or drive a job that could not be moved.
 
     Returns the job's status as ``drive`` does (None when there was nothing for this worker to do).
     """
     if isinstance(outcome, NeedsCall):
-        return drive(rt, job_uuid, worker_id, policy=policy, pending=outcome, _depth=_depth)
+        return drive(rt, job_uuid, worker_id, policy=policy, pending=outcome, _depth=_depth, _carry=_carry)
     if isinstance(outcome, Blocked):
         if outcome.child_uuid and drive(rt, outcome.child_uuid, worker_id, policy=policy, _depth=_depth + 1) in TERMINAL:
-            return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth)
+            return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth, _carry=_carry)
         if outcome.child_id is not None:
             _release(rt, job_uuid, worker_id)
         return None
-    return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth)
+    return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth, _carry=_carry)
 
 
 def move_new(rt: Runtime, session: Session, job_id: int) -> NeedsCall | Blocked | None:
@@ -140,33 +141,76 @@ def _take(rt: Runtime, job: Job, worker_id: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Moved:
+    """What one move of a job did: its outcome, that of the child it created (moved too), and its status after."""
+
+    outcome: NeedsCall | Blocked | None
+    child_first: NeedsCall | Blocked | None
+    status: JobStatus
+
+
+def _advance(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = None, result: Any = None) -> _Moved:
+    """Move a leased job and, if it just created a child to wait for, the child too."""
+    outcome = _move(rt, session, job, pending, result)
+    child_first = move_new(rt, session, outcome.child_id) if isinstance(outcome, Blocked) and outcome.child_id is not None else None
+    return _Moved(outcome, child_first, JobStatus(job.status))
+
+
+def _resume_parent(rt: Runtime, session: Session, child: Job, worker_id: str) -> _Moved | None:
+    """Move the waiting parent of a child that just ended, in the child's transaction, if this worker holds the parent.
+
+    On PostgreSQL the parent row is skipped, not waited for, when someone else
+    has it locked (a person aborting it locks parent then children: waiting here
+    could deadlock); its driver then looks at it in a transaction of its own.
+    """
+    query = select(Job).where(Job.uuid == child.parent_job_uuid, Job.lease_owner == worker_id)
+    if rt.db.is_postgres:
+        query = query.with_for_update(skip_locked=True)
+    parent = session.scalar(query)
+    if parent is None or parent.status != JobStatus.WAITING.value:
+        return None
+    return _advance(rt, session, parent)
+
+
 def drive(rt: Runtime, job_uuid: str, worker_id: str, *, policy: OutboundPolicy, pending: NeedsCall | None = None,
-          _depth: int = 0) -> JobStatus | None:
+          _depth: int = 0, _carry: list[_Moved] | None = None) -> JobStatus | None:
     """Run a job, and the children it waits for, until it finishes or waits; return its status (None if another worker owns it).
 
     ``pending`` is an HTTP call this worker already began (it holds the job's lease): it is made first.
-    A child created by a move is moved in the same transaction, then driven before the parent is looked at again.
+    A call tree takes as few transactions as it can: a child created by a move
+    is moved in the same transaction, and when a child ends, its parent (whose
+    lease this worker kept) is moved in the child's last transaction; what that
+    did is handed back through ``_carry``.
     """
     result = perform(pending.call, policy) if pending is not None else None
+    moved: _Moved | None = None
     while True:
-        child_first: NeedsCall | Blocked | None = None
-        with rt.db.write() as session:
-            job = _lock(rt, session, job_uuid)
-            if job is None or not _take(rt, job, worker_id):
-                return None
-            outcome = _move(rt, session, job, pending, result)
-            pending = outcome if isinstance(outcome, NeedsCall) else None
-            status = JobStatus(job.status)
-            if isinstance(outcome, Blocked) and outcome.child_id is not None:
-                child_first = move_new(rt, session, outcome.child_id)
+        if moved is None:
+            with rt.db.write() as session:
+                job = _lock(rt, session, job_uuid)
+                if job is None or not _take(rt, job, worker_id):
+                    return None
+                moved = _advance(rt, session, job, pending, result)
+                if _carry is not None and moved.status.terminal and job.parent_job_uuid:
+                    parent_moved = _resume_parent(rt, session, job, worker_id)
+                    if parent_moved is not None:
+                        _carry.append(parent_moved)
+        outcome, status = moved.outcome, moved.status
+        child_first, moved = moved.child_first, None
+        pending = outcome if isinstance(outcome, NeedsCall) else None
         if pending is not None:
             result = perform(pending.call, policy)
             continue
         if isinstance(outcome, Blocked) and outcome.child_uuid and _depth < rt.settings.max_call_depth:
+            carry: list[_Moved] = []
             if outcome.child_id is not None:
-                child_status = follow_up(rt, outcome.child_uuid, child_first, worker_id, policy=policy, _depth=_depth + 1)
+                child_status = follow_up(rt, outcome.child_uuid, child_first, worker_id, policy=policy, _depth=_depth + 1, _carry=carry)
             else:
                 child_status = drive(rt, outcome.child_uuid, worker_id, policy=policy, _depth=_depth + 1)
+            if carry:
+                moved = carry[0]
+                continue
             if child_status is not None and child_status.terminal:
                 continue
             if outcome.child_id is not None:
