@@ -41,7 +41,11 @@ def matches(subscription: Any, event_type: str, runbook_key: str | None) -> bool
 
 _SUBSCRIPTIONS = Subscription.__table__
 # Built once: these run in every transaction that writes events.
-_INSERT_EVENTS = insert(Event.__table__).returning(Event.__table__.c.id, sort_by_parameter_order=True)
+_EVENTS = Event.__table__
+_INSERT_EVENTS = insert(_EVENTS)
+_INSERT_EVENTS_RETURNING_KEYS = insert(_EVENTS).returning(_EVENTS.c.id, _EVENTS.c.job_id, _EVENTS.c.seq)
+_INSERT_EVENTS_IN_ORDER = insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
+_INSERT_DELIVERIES = insert(Delivery.__table__)
 _LIVE_SUBSCRIPTIONS = select(_SUBSCRIPTIONS.c.id, _SUBSCRIPTIONS.c.event_types, _SUBSCRIPTIONS.c.runbooks).where(
     _SUBSCRIPTIONS.c.workspace_id == bindparam("workspace_id"),
     _SUBSCRIPTIONS.c.status == ACTIVE,
@@ -57,25 +61,43 @@ def fan_out(session: Session) -> None:
         return
     session.flush()
     connection = session.connection()
-    ids = connection.execute(_INSERT_EVENTS, rows).scalars().all()
-    by_workspace: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
-    for event_id, row in zip(ids, rows, strict=True):
-        by_workspace[row["workspace_id"]].append((event_id, row))
-    deliveries = []
+    by_workspace: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_workspace[row["workspace_id"]].append(row)
+    wanted: list[tuple[dict[str, Any], list[Any]]] = []
     for workspace_id, batch in by_workspace.items():
-        now = batch[-1][1]["created_at"]
-        subscriptions = connection.execute(_LIVE_SUBSCRIPTIONS, {"workspace_id": workspace_id, "now": now}).all()
-        for event_id, row in batch:
-            for subscription in subscriptions:
-                if matches(subscription, row["type"], row["runbook_key"]):
-                    deliveries.append({
-                        "id": new_message_id(), "workspace_id": workspace_id, "subscription_id": subscription.id, "event_id": event_id,
-                        "event_type": row["type"], "job_id": row["job_id"], "status": "pending", "attempts": 0,
-                        "next_attempt_at": row["created_at"], "created_at": row["created_at"],
-                    })
-    if deliveries:
-        connection.execute(insert(Delivery.__table__), deliveries)
-        session.info[CREATED_DELIVERIES] = len(deliveries)
+        subscriptions = connection.execute(_LIVE_SUBSCRIPTIONS, {"workspace_id": workspace_id, "now": batch[-1]["created_at"]}).all()
+        for row in batch:
+            matching = [s for s in subscriptions if matches(s, row["type"], row["runbook_key"])]
+            if matching:
+                wanted.append((row, matching))
+    if not wanted:
+        # Nobody listens: the events go in with one statement, their ids unneeded.
+        connection.execute(_INSERT_EVENTS, rows)
+        return
+    ids = _insert_numbered(connection, rows)
+    deliveries = [
+        {"id": new_message_id(), "workspace_id": row["workspace_id"], "subscription_id": subscription.id, "event_id": ids[id(row)],
+         "event_type": row["type"], "job_id": row["job_id"], "status": "pending", "attempts": 0, "next_attempt_at": row["created_at"],
+         "created_at": row["created_at"]}
+        for row, matching in wanted for subscription in matching
+    ]
+    connection.execute(_INSERT_DELIVERIES, deliveries)
+    session.info[CREATED_DELIVERIES] = len(deliveries)
+
+
+def _insert_numbered(connection: Any, rows: list[dict[str, Any]]) -> dict[int, int]:
+    """Insert event rows and return each row's new id, keyed by ``id(row)``.
+
+    Job events are told apart by (job, sequence number), so they go in with one
+    multi-row statement whatever order its RETURNING comes back in; a batch with
+    a workspace event (no job) is inserted in parameter order instead.
+    """
+    if all(row["job_id"] is not None for row in rows):
+        by_key = {(row["job_id"], row["seq"]): id(row) for row in rows}
+        return {by_key[(job_id, seq)]: event_id for event_id, job_id, seq in connection.execute(_INSERT_EVENTS_RETURNING_KEYS, rows)}
+    ids = connection.execute(_INSERT_EVENTS_IN_ORDER, rows).scalars().all()
+    return {id(row): event_id for row, event_id in zip(rows, ids, strict=True)}
 
 
 def flow_delivery_state(session: Session, job: Job) -> tuple[str, Delivery | None]:
