@@ -400,7 +400,7 @@ def run_backend(report: Report, *, name: str, database_url: str, workdir: Path, 
     from runner.config import Settings
 
     settings = Settings.from_env({})
-    workers, threads = settings.web_workers, settings.web_threads
+    workers, threads = settings.api_processes, settings.web_threads
     scale = 0.3 if quick else 1.0
     n = lambda count: max(50, int(count * scale))  # noqa: E731
 

@@ -93,7 +93,7 @@ def serve(host: str, port: int, demo: bool, no_scheduler: bool, no_worker: bool,
 
     if background is not None:
         doorbell.install()
-    serve_api(lambda: create_app(Settings.from_env()), host=host, port=port, workers=workers or settings.web_workers,
+    serve_api(lambda: create_app(Settings.from_env()), host=host, port=port, workers=workers or settings.api_processes,
               threads=settings.web_threads, on_ready=ready, on_exit=stop)
 
 

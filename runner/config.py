@@ -50,7 +50,10 @@ class Settings:
     poll_interval: float = _setting(0.2, "Seconds an idle worker waits before looking for work again.")
     worker_threads: int = _setting(4, "Job-executing threads per worker process.")
     delivery_threads: int = _setting(4, "Webhook-delivering threads per worker process.")
-    web_workers: int = _setting(2, "gunicorn worker processes started by `serve`.")
+    web_workers: int = _setting(
+        0, "gunicorn worker processes started by `serve`; 0 picks one per CPU beyond the first (which the background "
+           "process of `serve` needs), at least one.",
+    )
     web_threads: int = _setting(8, "Threads per gunicorn worker process.")
     http_timeout: float = _setting(10.0, "Default timeout (seconds) of an http step attempt.")
     delivery_timeout: float = _setting(10.0, "Timeout (seconds) of one webhook delivery attempt.")
@@ -100,6 +103,8 @@ class Settings:
                 f"RUNBOOK_MANAGER_ENVIRONMENT is {self.environment!r}, which is not one of "
                 f"RUNBOOK_MANAGER_ENVIRONMENTS ({', '.join(known)})"
             )
+        if self.web_workers < 0:
+            raise ConfigError(f"RUNBOOK_MANAGER_WEB_WORKERS is {self.web_workers}; use 0 (one per CPU beyond the first) or more")
         for env_id in self.approval_environment_ids:
             if env_id not in known:
                 raise ConfigError(
@@ -124,6 +129,11 @@ class Settings:
     def approval_environment_ids(self) -> list[str]:
         """Environments whose destructive steps need approval."""
         return [e.strip() for e in self.approval_environments.split(",") if e.strip()]
+
+    @property
+    def api_processes(self) -> int:
+        """How many API processes `serve` starts: RUNBOOK_MANAGER_WEB_WORKERS, or one per CPU beyond the first when it is 0."""
+        return self.web_workers or max(1, (os.cpu_count() or 1) - 1)
 
     @property
     def is_sqlite(self) -> bool:
