@@ -373,20 +373,14 @@ class DeliveryWorker(LeasedWorker):
         self.senders = senders
         self._pools: dict[int, ThreadPoolExecutor] = {}
         self._pools_lock = threading.Lock()
-        self._claiming = threading.Lock()
 
     def default_threads(self, rt: Runtime) -> int:
         """RUNBOOK_MANAGER_DELIVERY_THREADS."""
         return rt.settings.delivery_threads
 
     def claim(self, limit: int) -> list[str]:
-        """Lease due deliveries, one thread at a time.
-
-        Every idle thread wakes when deliveries are created; in turn, the
-        first leases them and the others see (in a read) that nothing is left.
-        """
-        with self._claiming:
-            return claim_deliveries(self.rt, self.worker_id, limit)
+        """Lease due deliveries."""
+        return claim_deliveries(self.rt, self.worker_id, limit)
 
     def process(self, ids: list[str]) -> None:
         """Attempt each delivery once and record the outcomes."""

@@ -56,6 +56,9 @@ class LeasedWorker:
     default_limit = 50
     # Rounds ``run_until_idle`` makes before concluding that something keeps coming due.
     max_rounds = 100
+    # Seconds a woken thread lets more work arrive before it claims, so that a stream of small commits is
+    # claimed in batches rather than one item per transaction.
+    gather_seconds = 0.0
 
     def __init__(self, rt: Runtime, *, worker_id: str | None = None, threads: int | None = None,
                  policy: OutboundPolicy | None = None) -> None:
@@ -65,6 +68,9 @@ class LeasedWorker:
         self.policy = policy or OutboundPolicy.from_setting(rt.settings.outbound_allowlist)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Threads claim one at a time (a batch, if work piled up meanwhile) instead of all queueing for the
+        # write lock to claim one item each.
+        self._claiming = threading.Lock()
 
     def default_threads(self, rt: Runtime) -> int:
         """How many threads ``start`` runs when none is given."""
@@ -80,7 +86,8 @@ class LeasedWorker:
 
     def run_once(self, limit: int | None = None) -> int:
         """Claim up to ``limit`` due items and process them; return how many were claimed."""
-        ids = self.claim(limit or self.default_limit)
+        with self._claiming:
+            ids = self.claim(limit or self.default_limit)
         if ids:
             self.process(ids)
         return len(ids)
@@ -103,16 +110,20 @@ class LeasedWorker:
     def _loop(self) -> None:
         signal = self.rt.signals[self.signal_key]
         while not self._stop.is_set():
-            try:
-                ids = self.claim(self.loop_batch)
-            except Exception:  # noqa: BLE001 - the store may be briefly unavailable; try again
-                log.exception("%s: claiming failed", self.role)
-                ids = []
-            if ids:
-                self.process(ids)
-            else:
-                signal.wait(self.rt.settings.poll_interval)
-                signal.clear()
+            # One idle thread at a time looks for work and waits for the wake-up signal; the others wait for it to
+            # find some, instead of all waking and probing the store on every commit.
+            with self._claiming:
+                try:
+                    ids = self.claim(self.loop_batch)
+                except Exception:  # noqa: BLE001 - the store may be briefly unavailable; try again
+                    log.exception("%s: claiming failed", self.role)
+                    ids = []
+                if not ids:
+                    if signal.wait(self.rt.settings.poll_interval):
+                        signal.clear()
+                        self._stop.wait(self.gather_seconds)
+                    continue
+            self.process(ids)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.rt.settings.lease_seconds / 3):
@@ -149,6 +160,7 @@ class JobWorker(LeasedWorker):
     max_rounds = 1000
     # Due jobs one thread leases and moves in one transaction; HTTP calls and children follow one by one.
     loop_batch = 8
+    gather_seconds = 0.01
 
     def default_threads(self, rt: Runtime) -> int:
         """RUNBOOK_MANAGER_WORKER_THREADS."""

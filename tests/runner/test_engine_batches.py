@@ -14,7 +14,7 @@ from runner.engine.invoke import JobRequest, Trigger, create_job
 from runner.engine.machine import Machine
 from runner.models import Job, Workspace
 
-from .test_engine import calls, http, job, manual, publish, start
+from .test_engine import calls, http, job, manual, publish, runtime_with, start  # noqa: F401 - runtime_with is a fixture
 
 
 @contextmanager
@@ -117,3 +117,25 @@ def test_a_call_tree_driven_by_a_waiting_invocation_is_left_unleased_once_it_wai
     assert (body["status"], body["waiting_for"], body["current_step"]) == ("waiting", "operator", 2)
     with rt.db.read() as session:
         assert session.scalars(select(Job.lease_owner)).all() == [None, None]
+
+
+def test_idle_worker_threads_look_for_work_one_at_a_time(runtime_with, monkeypatch):
+    rt = runtime_with(poll_interval=30.0)
+    worker = JobWorker(rt, worker_id="idle-worker", threads=4)
+    looked: list[int] = []
+    monkeypatch.setattr(worker, "claim", lambda limit: looked.append(limit) or [])
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not looked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert len(looked) == 1  # three threads wait their turn instead of probing the store too
+        rt.signals[worker.signal_key].set()
+        deadline = time.monotonic() + 5
+        while len(looked) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert len(looked) == 2  # one wake-up, one look
+    finally:
+        worker.stop(5)
