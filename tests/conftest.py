@@ -36,6 +36,20 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated PostgreSQL database (started if it is not answering), copied for each test that runs on PostgreSQL."""
+    from tests import pg
+
+    pg.ensure_server()
+    name = pg.create_database(prefix="rbm_template")
+    db = Database(pg.url_of(name))
+    upgrade(db)
+    db.dispose()
+    yield name
+    pg.drop_database(name)
+
+
 @pytest.fixture
 def db_path(tmp_path: Path, migrated_template: Path) -> Path:
     path = tmp_path / "runner.db"

@@ -8,25 +8,12 @@ import pytest
 
 from runner import create_app
 from runner.config import Settings
-from runner.db import Database
-from runner.migrate import upgrade
 from runner.runtime import Runtime
 from runner.services import tenancy
 from tests import pg
 from tests.conftest import TEST_SETTINGS, Api
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="session")
-def pg_template() -> Iterator[str]:
-    pg.ensure_server()
-    name = pg.create_database(prefix="rbm_template")
-    db = Database(pg.url_of(name))
-    upgrade(db)
-    db.dispose()
-    yield name
-    pg.drop_database(name)
 
 
 @pytest.fixture

@@ -1,0 +1,233 @@
+"""Many cron ticks at once: fired in batches, they leave exactly what firing them one by one leaves."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select
+
+from runner.clock import ManualClock
+from runner.config import Settings
+from runner.models import AuditEntry, Event, Job, Schedule
+from runner.runtime import JOBS_DUE, Runtime
+from runner.scheduling import firing
+from runner.scheduling.scheduler import APSCHEDULER_TABLE, ScheduleRunner
+from tests import pg
+from tests.conftest import TEST_SETTINGS, Api
+from tests.runner.helpers import create_runbook
+from tests.runner.test_schedules import PARAMS, START, UTC, at, create_schedule, jobs
+
+TICK = at(2026, 3, 2, 13, 0)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings(request: pytest.FixtureRequest, db_path: Path, tmp_path: Path) -> Iterator[Settings]:
+    """Every test here runs on SQLite and on PostgreSQL: the batch statements differ in how each database runs them."""
+    url = f"sqlite:///{db_path}"
+    name = None
+    if request.param == "postgres":
+        name = pg.create_database(template=request.getfixturevalue("pg_template"))
+        url = pg.url_of(name)
+    yield Settings.from_env({}, database_url=url, var_dir=str(tmp_path / "var"), **TEST_SETTINGS)
+    if name is not None:
+        pg.drop_database(name)
+
+
+@pytest.fixture
+def key(api: Api, clock: ManualClock) -> str:
+    """A published callable runbook with PARAMS, created at START."""
+    clock.set(START)
+    return create_runbook(api, "Rotate the TLS certificates", status="published", name="rotate-tls", callable=True,
+                          parameters=PARAMS)["key"]
+
+
+def _written(rt: Runtime, job_uuid: str) -> dict[str, Any]:
+    """The job row, its events and its audit entries, as stored."""
+    with rt.db.read() as session:
+        job = session.scalar(select(Job).where(Job.uuid == job_uuid))
+        events = session.scalars(select(Event).where(Event.job_id == job.id).order_by(Event.seq)).all()
+        entries = session.scalars(select(AuditEntry).where(AuditEntry.target == job_uuid)).all()
+        return {
+            "job": {c.name: getattr(job, c.key) for c in Job.__table__.columns if c.name != "id"},
+            "events": [{"seq": e.seq, "type": e.type, "runbook_key": e.runbook_key, "payload": e.payload, "created_at": e.created_at}
+                       for e in events],
+            "audit": [{"actor": a.actor, "role": a.role, "action": a.action, "source": a.source, "detail": a.detail, "at": a.at}
+                      for a in entries],
+        }
+
+
+def _anonymous(written: dict[str, Any], job_uuid: str, schedule_id: str) -> dict[str, Any]:
+    """What was written, with the job's uuid and the schedule's id replaced, so two fires of two schedules compare."""
+    text = json.dumps(written, default=str, sort_keys=True)
+    return json.loads(text.replace(job_uuid, "<job>").replace(schedule_id, "<schedule>"))
+
+
+def _fell_back(caplog: pytest.LogCaptureFixture) -> bool:
+    """Whether a batch failed as a whole and its ticks were fired one by one."""
+    return any("firing them one by one" in record.getMessage() for record in caplog.records)
+
+
+def _runner(rt: Runtime) -> ScheduleRunner:
+    runner = ScheduleRunner(rt)
+    runner.tick()
+    return runner
+
+
+def _narrow_service(api: Api, key: str, allowed: list[str]) -> None:
+    """Change the runbook so that only the given services are valid parameters."""
+    narrower = {**PARAMS, "properties": {**PARAMS["properties"], "service": {"type": "string", "enum": allowed}}}
+    changed = api.patch(f"/runbooks/{key}", json={"parameters": narrower})
+    assert changed.status_code == 200, changed.get_json()
+
+
+def test_a_batch_writes_the_same_job_events_and_audit_as_firing_alone(api, key, rt, clock):
+    alone = create_schedule(api, key, cron="0 13 * * *")
+    together = [create_schedule(api, key, cron="0 13 * * *") for _ in range(3)]
+    clock.set(TICK)
+
+    alone_uuid = firing.fire(rt, alone["id"], TICK)
+    rt.signals[JOBS_DUE].clear()
+    batch = firing.fire_many(rt, [(s["id"], TICK) for s in together])
+
+    expected = _anonymous(_written(rt, alone_uuid), alone_uuid, alone["id"])
+    assert expected["job"]["status"] == "queued" and [e["type"] for e in expected["events"]] == ["job.created", "runbook.invoked"]
+    assert len(batch) == 3
+    for schedule, job_uuid in zip(together, batch, strict=True):
+        assert _anonymous(_written(rt, job_uuid), job_uuid, schedule["id"]) == expected
+    assert rt.signals[JOBS_DUE].is_set()
+
+
+def test_a_batch_records_each_fire_on_its_schedule(api, key, rt, clock):
+    created = [create_schedule(api, key, cron="0 13 * * *") for _ in range(2)]
+    clock.set(TICK)
+
+    started = firing.fire_many(rt, [(s["id"], TICK) for s in created])
+
+    with rt.db.read() as session:
+        fired = {s.id: (s.last_fired_at, s.last_job_uuid) for s in session.scalars(select(Schedule))}
+    assert fired == {s["id"]: (TICK, job_uuid) for s, job_uuid in zip(created, started, strict=True)}
+
+
+def test_a_batch_mixing_valid_and_invalid_parameters_stops_only_the_invalid(api, key, rt, clock, caplog):
+    valid = create_schedule(api, key, cron="0 13 * * *", parameters={"service": "db"})
+    invalid = create_schedule(api, key, cron="0 13 * * *", parameters={"service": "api"})
+    also_valid = create_schedule(api, key, cron="0 13 * * *", parameters={"service": "db"})
+    _narrow_service(api, key, ["db"])
+    clock.set(TICK)
+
+    started = firing.fire_many(rt, [(s["id"], TICK) for s in (valid, invalid, also_valid)])
+
+    states = [api.get(f"/jobs/{job_uuid}").get_json() for job_uuid in started]
+    assert [(j["status"], j["stop_reason"], j["trigger_ref"]) for j in states] == [
+        ("queued", None, valid["id"]), ("stopped", "params_invalid", invalid["id"]), ("queued", None, also_valid["id"])]
+    assert "parameters.service" in states[1]["message"]
+    stopped_events = api.get(f"/jobs/{started[1]}/events", query_string={"limit": 100}).get_json()["items"]
+    assert [e["type"] for e in stopped_events][-1] == "job.stopped_by_system"
+    assert not _fell_back(caplog)
+
+
+def test_the_same_tick_fired_twice_starts_one_job(api, key, rt, clock):
+    created = create_schedule(api, key, cron="0 13 * * *")
+    clock.set(TICK)
+
+    first = firing.fire_many(rt, [(created["id"], TICK)])
+    again = firing.fire_many(rt, [(created["id"], TICK)])
+
+    assert first == again
+    assert [j["uuid"] for j in jobs(api, key)] == first
+
+
+def test_the_same_tick_twice_in_one_batch_starts_one_job(api, key, rt, clock, caplog):
+    created = create_schedule(api, key, cron="0 13 * * *")
+    clock.set(TICK)
+
+    started = firing.fire_many(rt, [(created["id"], TICK), (created["id"], TICK)])
+
+    assert len(started) == 2 and started[0] == started[1]
+    assert [j["uuid"] for j in jobs(api, key)] == started[:1]
+    assert not _fell_back(caplog)
+
+
+def test_a_batch_skips_a_disabled_schedule_and_fires_the_others(api, key, rt, clock):
+    fired = create_schedule(api, key, cron="0 13 * * *")
+    disabled = create_schedule(api, key, cron="0 13 * * *", enabled=False)
+    clock.set(TICK)
+
+    started = firing.fire_many(rt, [(disabled["id"], TICK), (fired["id"], TICK)])
+
+    assert [j["trigger_ref"] for j in jobs(api, key)] == [fired["id"]]
+    assert len(started) == 1
+
+
+def test_parameters_broken_after_the_ticks_were_prepared_still_stop_the_job(api, key, rt, clock):
+    create_schedule(api, key, cron="0 13 * * *", parameters={"service": "api"})
+    runner = _runner(rt)
+    assert runner.prepare(TICK) == 1
+
+    _narrow_service(api, key, ["db"])
+    [job_uuid] = runner.tick(TICK)
+
+    job = api.get(f"/jobs/{job_uuid}").get_json()
+    assert (job["status"], job["stop_reason"]) == ("stopped", "params_invalid")
+
+
+def test_prepared_ticks_fire_the_same_jobs_as_unprepared_ones(api, key, rt, clock):
+    prepared_schedule = create_schedule(api, key, cron="0 13 * * *")
+    prepared = _runner(rt)
+    prepared.prepare(TICK)
+    clock.set(TICK)
+    [prepared_uuid] = prepared.tick()
+    plain_schedule = create_schedule(api, key, cron="0 14 * * *")
+    plain = _runner(rt)
+
+    [plain_uuid] = plain.tick(at(2026, 3, 2, 14, 0))
+
+    prepared_job = _anonymous(_written(rt, prepared_uuid), prepared_uuid, prepared_schedule["id"])["job"]
+    plain_job = _anonymous(_written(rt, plain_uuid), plain_uuid, plain_schedule["id"])["job"]
+    assert {k: v for k, v in prepared_job.items() if k not in ("created_at", "next_run_at", "idempotency_key")} == \
+        {k: v for k, v in plain_job.items() if k not in ("created_at", "next_run_at", "idempotency_key")}
+
+
+def test_a_stored_job_changed_by_another_process_is_read_again(api, key, rt, clock):
+    created = create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    assert runner.tick(at(2026, 3, 2, 12, 30)) == []
+    other = SQLAlchemyJobStore(engine=rt.db.engine, tablename=APSCHEDULER_TABLE)
+    other.start(BackgroundScheduler(timezone=UTC), "default")
+    stored = other.lookup_job(created["id"])
+    stored.next_run_time = at(2026, 3, 2, 12, 40)
+    other.update_job(stored)
+
+    fired = runner.tick(at(2026, 3, 2, 12, 40))
+
+    assert len(fired) == 1
+    with rt.db.read() as session:
+        assert session.get(Schedule, created["id"]).last_fired_at == at(2026, 3, 2, 12, 40)
+
+
+def test_many_ticks_fire_in_several_batches(api, key, rt, clock, monkeypatch):
+    monkeypatch.setattr("runner.scheduling.scheduler.DEFAULT_FIRE_BATCH", 2)
+    created = [create_schedule(api, key, cron="0 13 * * *") for _ in range(5)]
+    runner = _runner(rt)
+
+    fired = runner.tick(TICK)
+
+    assert sorted(j["trigger_ref"] for j in jobs(api, key)) == sorted(s["id"] for s in created)
+    assert len(set(fired)) == 5
+
+
+@pytest.mark.parametrize(("now", "expected_wait"), [
+    pytest.param(at(2026, 3, 2, 12, 0), 0.5, id="far-from-the-tick"),
+    pytest.param(at(2026, 3, 2, 12, 59, 59, 800_000), 0.2, id="just-before-the-tick"),
+])
+def test_the_loop_wakes_when_the_next_tick_falls_due(api, key, rt, clock, now, expected_wait):
+    create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    clock.set(now)
+
+    assert runner._prepare_and_wait() == pytest.approx(expected_wait)
