@@ -47,7 +47,10 @@ class Settings:
     )
     overdue_factor: float = _setting(1.5, "A step running longer than `est_minutes` × this factor emits `job.step_overdue`.")
     lease_seconds: float = _setting(30.0, "How long a worker owns a claimed job or delivery before another may take it over.")
-    poll_interval: float = _setting(0.2, "Seconds an idle worker waits before looking for work again.")
+    poll_interval: float = _setting(
+        0.2, "Seconds an idle worker waits before looking for work again (`serve`'s own API workers also wake its background "
+             "process the moment they commit work for it).",
+    )
     worker_threads: int = _setting(4, "Job-executing threads per worker process.")
     delivery_threads: int = _setting(4, "Webhook-delivering threads per worker process.")
     web_workers: int = _setting(

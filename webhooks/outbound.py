@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import certifi
 import requests
+import urllib3
 
-__all__ = ["OutboundPolicy", "OutboundRefused", "thread_session"]
+__all__ = ["OutboundPolicy", "OutboundRefused", "thread_session", "thread_pool"]
 
 _local = threading.local()
 
@@ -22,6 +24,16 @@ def thread_session() -> requests.Session:
         session = _local.session = requests.Session()
         session.trust_env = False
     return session
+
+
+
+def thread_pool() -> urllib3.PoolManager:
+    """Return this thread's bare connection pool, for the hot path of webhook deliveries (no proxies, no retries, CAs of certifi as in requests)."""
+    pool = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = urllib3.PoolManager(num_pools=32, maxsize=1, retries=False, ca_certs=certifi.where(), cert_reqs="CERT_REQUIRED")
+    return pool
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]

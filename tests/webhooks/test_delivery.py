@@ -505,3 +505,57 @@ def test_subscription_filtered_to_one_runbook_gets_nothing_about_another(api, se
 
     assert [(r["json"]["data"]["runbook"]["key"], r["json"]["data"]["job"]["uuid"]) for r in received(server, "/hook")] == [(watched, uuid)]
     assert len(get(api, "/events", type="job.stopped_by_system")["items"]) == 2
+
+
+# --- what an attempt records when there is no answer, or an odd one ------------------------------------------
+
+
+def test_refused_connection_is_recorded_as_such_and_retried(api, rt, deliverer):
+    from tests.processes import free_port
+
+    key = runbook(api, "Monitored")
+    sub = subscribe(api, f"http://127.0.0.1:{free_port()}/hook", ["runbook.invoked"], runbooks=[key])
+    start(api, key)
+
+    deliverer.run_until_idle()
+
+    [delivery] = deliveries(api, sub["id"])
+    [attempt] = delivery["attempt_log"]
+    assert (delivery["status"], attempt["status"], attempt["outcome"]) == ("pending", None, "retry")
+    assert attempt["error"].startswith("ConnectionError: ")
+
+
+def test_receiver_slower_than_the_timeout_is_recorded_as_timed_out(api, server, runtime_with_timeout, invoked):
+    key, sub = invoked
+    server.delays["/hook"] = 1.5
+    start(api, key)
+
+    runtime_with_timeout.run_until_idle()
+
+    [delivery] = deliveries(api, sub["id"])
+    [attempt] = delivery["attempt_log"]
+    assert (attempt["status"], attempt["outcome"], attempt["error"]) == (None, "retry", "timed out after 0.5s")
+
+
+@pytest.mark.parametrize(("content_type", "raw", "expected"), [
+    ("text/plain; charset=iso-8859-1", "caf\xe9".encode("latin-1"), "café"),
+    ("text/plain", "café".encode(), "café"),
+    ("text/plain", b"caf\xff", "caf\ufffd"),
+    ("text/plain; charset=no-such-charset", b"ok", "ok"),
+])
+def test_answer_excerpt_is_decoded_with_the_declared_charset(content_type, raw, expected):
+    from webhooks.delivery import _excerpt
+
+    assert _excerpt(raw, content_type) == expected
+
+
+@pytest.fixture
+def runtime_with_timeout(settings, clock):
+    import dataclasses
+
+    from runner.runtime import Runtime
+    from webhooks.delivery import DeliveryWorker
+
+    runtime = Runtime.from_settings(dataclasses.replace(settings, delivery_timeout=0.5), clock=clock)
+    yield DeliveryWorker(runtime, worker_id="slow-test", threads=1)
+    runtime.db.dispose()
