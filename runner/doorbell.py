@@ -56,13 +56,14 @@ def listen(wake: dict[bytes, threading.Event], stopping: threading.Event) -> thr
 
     def run() -> None:
         while not stopping.is_set():
-            readable, _, _ = select.select([read_end], [], [], 0.5)
-            if not readable:
-                continue
             try:
-                rung = os.read(read_end, 4096)
+                readable, _, _ = select.select([read_end], [], [], 0.5)
+                rung = os.read(read_end, 4096) if readable else b""
             except BlockingIOError:
                 continue  # another reader took it
+            except OSError:
+                log.exception("the doorbell pipe failed; the background workers fall back to polling")
+                return
             for what, event in wake.items():
                 if what in rung:
                     event.set()

@@ -5,6 +5,7 @@ import time
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from webhooks.outbound import OutboundPolicy
 
@@ -47,8 +48,13 @@ def invoke(rt: Runtime, actor: Actor, ref: str, data: dict[str, Any], *, idempot
             return job_to_dict(rt, session, job, with_steps=False), False
     # The job is created leased to this thread, which moves it in the same transaction and then drives it on.
     first: list[NeedsCall | Blocked | None] = []
-    job, _created = create_job(rt, request, then=lambda session, new: first.append(move_new(rt, session, new.id)))
-    return wait_for_end(rt, actor, job.uuid, float(wait), worker_id=driver, first=first)
+
+    def move(session: Session, new: Job) -> None:
+        # Replace, not add: a retried insert runs this again after rolling the first attempt back.
+        first[:] = [move_new(rt, session, new.id)]
+
+    job, created = create_job(rt, request, then=move)
+    return wait_for_end(rt, actor, job.uuid, float(wait), worker_id=driver, first=first if created else None)
 
 
 def wait_for_end(rt: Runtime, actor: Actor, job_uuid: str, seconds: float, *, worker_id: str | None = None,

@@ -18,7 +18,7 @@ from .http import perform
 from .machine import Blocked, Machine, NeedsCall
 from .states import TERMINAL, JobStatus
 
-__all__ = ["claim", "claim_and_move", "drive", "follow_up", "move_new"]
+__all__ = ["abandon", "claim", "claim_and_move", "drive", "follow_up", "move_new"]
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,12 @@ def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, N
 
     Returns what each job needs next (see ``follow_up``). Jobs that only
     wait for a person, a timer or a child cost one shared transaction instead
-    of a claim and a transaction of their own. If moving any of them fails,
-    nothing of the batch is kept and the jobs are claimed and driven one by
-    one instead, so one broken job cannot hold up the others.
+    of a claim and a transaction of their own. The batch ends at the first job
+    that needs more (an HTTP call, a child to run): its follow-up takes time,
+    and the jobs after it are left for other threads rather than made to wait
+    behind it. If moving any job fails, nothing of the batch is kept and the
+    jobs are claimed and driven one by one instead, so one broken job cannot
+    hold up the others.
     """
     with rt.db.read() as session:
         # A cheap look first, so idle workers do not queue for the write lock.
@@ -70,7 +73,10 @@ def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, N
             moved: list[tuple[str, NeedsCall | Blocked | None]] = []
             for job in session.scalars(query).all():
                 _take(rt, job, worker_id)
-                moved.append((job.uuid, _move(rt, session, job)))
+                outcome = _move(rt, session, job)
+                moved.append((job.uuid, outcome))
+                if isinstance(outcome, NeedsCall) or (isinstance(outcome, Blocked) and outcome.child_uuid):
+                    break
         return moved
     except Exception:  # noqa: BLE001 - fall back to one transaction per job, where the broken one is logged
         log.warning("moving a batch of jobs failed; driving them one by one", exc_info=True)
@@ -160,9 +166,9 @@ def _advance(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None 
 def _resume_parent(rt: Runtime, session: Session, child: Job, worker_id: str) -> _Moved | None:
     """Move the waiting parent of a child that just ended, in the child's transaction, if this worker holds the parent.
 
-    On PostgreSQL the parent row is skipped, not waited for, when someone else
-    has it locked (a person aborting it locks parent then children: waiting here
-    could deadlock); its driver then looks at it in a transaction of its own.
+    On PostgreSQL a parent row someone else has locked (a person acting on it)
+    is skipped rather than waited for; its driver then looks at it in a
+    transaction of its own.
     """
     query = select(Job).where(Job.uuid == child.parent_job_uuid, Job.lease_owner == worker_id)
     if rt.db.is_postgres:
@@ -216,6 +222,18 @@ def drive(rt: Runtime, job_uuid: str, worker_id: str, *, policy: OutboundPolicy,
             if outcome.child_id is not None:
                 _release(rt, job_uuid, worker_id)
         return status
+
+
+def abandon(rt: Runtime, job_uuid: str, worker_id: str) -> None:
+    """Stop holding the call tree of a job whose driving failed: its leases are no longer renewed, and lapse.
+
+    Once they have lapsed (``RUNBOOK_MANAGER_LEASE_SECONDS``) any worker may
+    take the jobs up again; a step found in flight is retried or stopped as
+    after a crash.
+    """
+    root = select(Job.root_job_uuid).where(Job.uuid == job_uuid).scalar_subquery()
+    with rt.db.write() as session:
+        session.execute(update(Job).where(Job.lease_owner == worker_id, Job.root_job_uuid == root).values(lease_owner=None))
 
 
 def _release(rt: Runtime, job_uuid: str, worker_id: str) -> None:

@@ -282,18 +282,18 @@ def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = No
         checked = _check(rt, reader, request)
     if isinstance(checked, Job):
         return checked, False
-    try:
-        with rt.db.write() as own:
-            job, created = _insert(rt, own, request, checked)
-            if created and then is not None:
-                then(own, job)
-            return job, created
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key won the race: answer with its job.
-        if request.idempotency_key is None:
-            raise
-        with rt.db.write() as own:
-            return _insert(rt, own, request, checked)
+    for attempt in (1, 2):
+        try:
+            with rt.db.write() as own:
+                job, created = _insert(rt, own, request, checked)
+                if created and then is not None:
+                    then(own, job)
+                return job, created
+        except IntegrityError:
+            # A concurrent request with the same Idempotency-Key won the race: the second attempt answers with its job.
+            if request.idempotency_key is None or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def create_child(rt: Runtime, session: Session, parent: Job, step: dict[str, Any], parameters: dict[str, Any], now: datetime) -> Job:

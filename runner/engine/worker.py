@@ -15,7 +15,7 @@ from webhooks.outbound import OutboundPolicy
 
 from ..models import Job
 from ..runtime import JOBS_DUE, Runtime
-from .driver import claim_and_move, follow_up
+from .driver import abandon, claim_and_move, follow_up
 from .machine import Blocked, NeedsCall
 
 __all__ = ["LeasedWorker", "JobWorker", "new_worker_id", "renew_leases"]
@@ -80,7 +80,7 @@ class LeasedWorker:
         """Lease up to ``limit`` due items; return them (ids, or whatever ``process`` takes)."""
         raise NotImplementedError
 
-    def process(self, ids: list[Any]) -> None:
+    def process(self, items: list[Any]) -> None:
         """Handle claimed items; must log, not raise, what fails (its lease lapses and the item is retried)."""
         raise NotImplementedError
 
@@ -113,17 +113,20 @@ class LeasedWorker:
             # One idle thread at a time looks for work and waits for the wake-up signal; the others wait for it to
             # find some, instead of all waking and probing the store on every commit.
             with self._claiming:
+                if self._stop.is_set():
+                    break
                 try:
-                    ids = self.claim(self.loop_batch)
+                    items = self.claim(self.loop_batch)
                 except Exception:  # noqa: BLE001 - the store may be briefly unavailable; try again
                     log.exception("%s: claiming failed", self.role)
-                    ids = []
-                if not ids:
-                    if signal.wait(self.rt.settings.poll_interval):
+                    items = []
+                if not items:
+                    # A stop also sets the signal: leave it set, so the threads queued behind this one see it too.
+                    if signal.wait(self.rt.settings.poll_interval) and not self._stop.is_set():
                         signal.clear()
                         self._stop.wait(self.gather_seconds)
                     continue
-            self.process(ids)
+            self.process(items)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.rt.settings.lease_seconds / 3):
@@ -174,10 +177,14 @@ class JobWorker(LeasedWorker):
         """Lease due jobs and move each as far as the database allows."""
         return claim_and_move(self.rt, self.worker_id, limit)
 
-    def process(self, ids: list[tuple[str, NeedsCall | Blocked | None]]) -> None:
+    def process(self, items: list[tuple[str, NeedsCall | Blocked | None]]) -> None:
         """Make the HTTP calls and run the children the batch left, driving each job until it finishes or waits."""
-        for job_uuid, outcome in ids:
+        for job_uuid, outcome in items:
             try:
                 follow_up(self.rt, job_uuid, outcome, self.worker_id, policy=self.policy)
-            except Exception:  # noqa: BLE001 - one broken job must not stop the worker; its lease expires and it is retried
+            except Exception:  # noqa: BLE001 - one broken job must not stop the worker; its leases lapse and it is retried
                 log.exception("driving job %s failed", job_uuid)
+                try:
+                    abandon(self.rt, job_uuid, self.worker_id)
+                except Exception:  # noqa: BLE001 - the store is unavailable: the heartbeat keeps the leases until it is back
+                    log.exception("giving up the leases of job %s failed", job_uuid)

@@ -46,10 +46,18 @@ def test_the_listening_process_does_not_ring_itself(pipe):
         os.read(doorbell._pipe[0], 1)
 
 
-def test_ringing_a_full_pipe_neither_blocks_nor_fails(pipe):
+def test_ringing_a_full_pipe_neither_blocks_nor_fails_and_still_wakes(pipe):
     for _ in range(200_000):
         doorbell.ring(doorbell.DELIVERIES)
-    assert doorbell._pipe is not None
+    with pytest.raises(BlockingIOError):
+        os.write(doorbell._pipe[1], doorbell.DELIVERIES)  # the pipe is full; ring() above swallowed the same error
+    deliveries, stopping = threading.Event(), threading.Event()
+    thread = doorbell.listen({doorbell.DELIVERIES: deliveries}, stopping)
+    try:
+        assert deliveries.wait(5)
+    finally:
+        stopping.set()
+        thread.join(5)
 
 
 def test_without_serve_there_is_no_pipe_and_ringing_does_nothing(monkeypatch):

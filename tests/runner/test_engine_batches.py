@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
 
-from runner.engine import JobWorker
+from runner.engine import JobWorker, driver
 from runner.engine.invoke import JobRequest, Trigger, create_job
-from runner.engine.machine import Machine
+from runner.engine.machine import Machine, NeedsCall
 from runner.models import Job, Workspace
 
 from .test_engine import calls, http, job, manual, publish, runtime_with, start  # noqa: F401 - runtime_with is a fixture
@@ -139,3 +140,68 @@ def test_idle_worker_threads_look_for_work_one_at_a_time(runtime_with, monkeypat
         assert len(looked) == 2  # one wake-up, one look
     finally:
         worker.stop(5)
+
+
+def test_a_batch_stops_at_the_first_job_that_needs_a_call(api, rt, server):
+    key = publish(api, "Ping the service", [http(server.url + "/ping")])
+    uuids = [start(api, key) for _ in range(3)]
+    worker = JobWorker(rt, worker_id="batch-worker", threads=1)
+
+    [(first, outcome)] = worker.claim(8)
+
+    assert isinstance(outcome, NeedsCall) and first == uuids[0]
+    assert [job(api, uuid)["status"] for uuid in uuids] == ["running", "queued", "queued"]
+    with rt.db.read() as session:
+        assert session.scalars(select(Job.lease_owner).where(Job.uuid.in_(uuids[1:]))).all() == [None, None]
+
+
+def test_a_job_whose_driving_failed_is_let_go_and_taken_up_again_after_its_lease(api, rt, server, clock, monkeypatch):
+    key = publish(api, "Ping the service", [http(server.url + "/ping", step={"idempotent": True})])
+    uuid = start(api, key)
+    real_perform = driver.perform
+    monkeypatch.setattr(driver, "perform", lambda call, policy: (_ for _ in ()).throw(RuntimeError("resolver crashed")))
+    first = JobWorker(rt, worker_id="first-worker", threads=1)
+
+    first.run_once()
+
+    with rt.db.read() as session:
+        owner, until = session.execute(select(Job.lease_owner, Job.lease_until).where(Job.uuid == uuid)).one()
+    assert (owner, first.heartbeat()) == (None, 0)  # no longer held, so no longer renewed
+    monkeypatch.setattr(driver, "perform", real_perform)
+    second = JobWorker(rt, worker_id="second-worker", threads=1)
+    assert second.run_once() == 0  # not before the lease has lapsed
+    clock.advance(seconds=(until - clock.now()).total_seconds() + 1)
+    second.run_until_idle()
+    assert job(api, uuid)["status"] == "succeeded"
+    assert server.hits["/ping"] == 1
+
+
+def test_stopping_a_worker_ends_every_thread_at_once_even_with_a_long_poll(runtime_with):
+    rt = runtime_with(poll_interval=30.0)
+    worker = JobWorker(rt, worker_id="idle-worker", threads=4)
+    worker.start()
+    threads = list(worker._threads)
+    time.sleep(0.2)
+
+    worker.stop(timeout=5)
+
+    assert not [t.name for t in threads if t.is_alive()]
+
+
+def test_a_wait_invocation_whose_first_insert_conflicted_calls_out_once(api, rt, server):
+    key = publish(api, "Ping the service", [http(server.url + "/ping")])
+    conflicts: list[int] = []
+
+    def conflict_once(session) -> None:  # noqa: ANN001
+        if not conflicts:
+            conflicts.append(1)
+            raise IntegrityError("INSERT INTO jobs", {}, Exception("UNIQUE constraint failed"))
+
+    rt.db.before_commit.insert(0, conflict_once)
+    try:
+        response = api.post(f"/runbooks/{key}/jobs", json={"wait": 5}, headers={"Idempotency-Key": "deploy-42"})
+    finally:
+        rt.db.before_commit.remove(conflict_once)
+
+    assert response.status_code == 200, response.get_json()
+    assert (response.get_json()["job"]["status"], server.hits["/ping"], conflicts) == ("succeeded", 1, [1])
