@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -31,21 +30,20 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidInput, NotFound
 from ..models import Job
-from ..runtime import JOBS_DUE, Runtime
-from ..services import audit
+from ..runtime import Runtime
 from ..services.params import validate_values
-from .events import record
 from .invoke import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     JobRequest,
     RunbookHead,
-    _check_runnable,
-    _find_runbook,
+    check_runnable,
     create_or_stop,
+    find_runbook,
+    job_row,
     pin_call_tree,
+    record_created,
     request_hash,
 )
-from .states import JobStatus
 
 __all__ = ["create_many", "prepare_many"]
 
@@ -98,8 +96,8 @@ class _Checks:
 
     def _check(self, request: JobRequest) -> _Runnable | None:
         try:
-            runbook = _find_runbook(self.session, request.workspace_id, request.runbook_ref)
-            _check_runnable(self.rt, runbook, require_callable=request.require_callable)
+            runbook = find_runbook(self.session, request.workspace_id, request.runbook_ref)
+            check_runnable(self.rt, runbook, require_callable=request.require_callable)
             pins = pin_call_tree(self.rt, self.session, runbook)
         except (NotFound, Conflict, InvalidInput):
             return None
@@ -166,7 +164,6 @@ def create_many(rt: Runtime, session: Session, requests: Sequence[JobRequest]) -
     claimed: dict[tuple[int, str], tuple[int, str]] = {}
     rows: list[dict[str, Any]] = []
     made: list[JobRequest] = []
-    environment = rt.settings.environment
     for index, request in enumerate(requests):
         key = request.idempotency_key
         checked = None if key and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH else checks.runnable(request)
@@ -195,18 +192,11 @@ def create_many(rt: Runtime, session: Session, requests: Sequence[JobRequest]) -
         if key:
             claimed[(request.workspace_id, key)] = (index, fingerprint)
         runbook = checked.runbook
-        job_uuid = str(uuidlib.uuid4())
-        uuids[index] = job_uuid
-        # The row ``invoke._new_job`` writes for a root job.
-        rows.append(dict(
-            uuid=job_uuid, workspace_id=runbook.workspace_id, runbook_id=runbook.id, runbook_key=runbook.key,
-            runbook_name=runbook.name, runbook_version=runbook.version, version_id=runbook.version_id, environment=environment,
-            parameters=parameters, status=JobStatus.QUEUED.value, triggered_by=request.trigger.kind, trigger_ref=request.trigger.ref,
-            actor=request.trigger.actor, parent_job_uuid=None, root_job_uuid=job_uuid, depth=0, parent_step=None, pins=checked.pins,
-            change_ref=request.change_ref, incident_ref=request.incident_ref, idempotency_key=key,
-            request_hash=fingerprint if key else None,
-            deadline_at=None, cursor=0, pause_requested=False, event_seq=2, lease_owner=None, lease_until=None,
-        ))
+        rows.append(job_row(rt, runbook=runbook, version_id=runbook.version_id, version=runbook.version, parameters=parameters,
+                            trigger=request.trigger, pins=checked.pins, now=None, idempotency_key=key,
+                            request_digest=fingerprint if key else None, change_ref=request.change_ref,
+                            incident_ref=request.incident_ref))
+        uuids[index] = rows[-1]["uuid"]
         made.append(request)
     if rows:
         _insert(rt, session, rows, made)
@@ -228,12 +218,6 @@ def _insert(rt: Runtime, session: Session, rows: list[dict[str, Any]], requests:
     ids: dict[str, int] = {}
     for first in range(0, len(rows), DEFAULT_KEY_CHUNK):
         ids.update(connection.execute(_IDS, {"uuids": [values["uuid"] for values in rows[first:first + DEFAULT_KEY_CHUNK]]}).all())
-    session.info[JOBS_DUE] = True
     for values, request in zip(rows, requests, strict=True):
         # The events read only the job's columns: a plain namespace spares building an ORM object per job.
-        job: Any = SimpleNamespace(id=ids[values["uuid"]], **values)
-        record(session, job, 1, "job.created", now)
-        record(session, job, 2, "runbook.invoked", now, parameters=values["parameters"])
-        audit.record(session, rt.clock, workspace_id=job.workspace_id, actor=request.trigger.actor, action="job.create", target=job.uuid,
-                     detail={"runbook": job.runbook_key, "version": job.runbook_version, "triggered_by": request.trigger.kind,
-                             "trigger_ref": request.trigger.ref})
+        record_created(rt, session, SimpleNamespace(id=ids[values["uuid"]], **values), request.trigger, now)

@@ -23,7 +23,8 @@ from .events import record
 from .states import JobStatus
 from .versions import load_body
 
-__all__ = ["Trigger", "JobRequest", "create_job", "create_child", "create_or_stop", "pin_call_tree", "request_hash"]
+__all__ = ["Trigger", "JobRequest", "RunbookHead", "create_job", "create_child", "create_or_stop", "pin_call_tree", "request_hash",
+           "find_runbook", "check_runnable", "job_row", "record_created"]
 
 TRIGGER_KINDS = ("api", "webhook", "schedule", "runbook", "person")
 # Longest Idempotency-Key a job can keep (the width of jobs.idempotency_key).
@@ -84,7 +85,7 @@ _HEAD_BY_NAME = _HEAD.where(_RUNBOOKS.c.workspace_id == bindparam("workspace_id"
 _INSERT_JOB = insert(Job.__table__).returning(Job.__table__.c.id)
 
 
-def _find_runbook(session: Session, workspace_id: int, ref: str) -> RunbookHead:
+def find_runbook(session: Session, workspace_id: int, ref: str) -> RunbookHead:
     statement = _HEAD_BY_KEY if KEY_RE.match(ref) else _HEAD_BY_NAME
     row = session.connection().execute(statement, {"workspace_id": workspace_id, "ref": ref}).first()
     if row is None:
@@ -92,7 +93,7 @@ def _find_runbook(session: Session, workspace_id: int, ref: str) -> RunbookHead:
     return RunbookHead(*row, body=load_body(session, row.version_id))
 
 
-def _check_runnable(rt: Runtime, runbook: RunbookHead, *, require_callable: bool, via: str = "") -> None:
+def check_runnable(rt: Runtime, runbook: RunbookHead, *, require_callable: bool, via: str = "") -> None:
     env = rt.settings.environment
     if runbook.status == RunbookStatus.ARCHIVED.value:
         raise Conflict(f"runbook {runbook.key} ({runbook.name}) is archived and cannot run{via}", current_status=runbook.status)
@@ -130,7 +131,7 @@ def pin_call_tree(rt: Runtime, session: Session, root: RunbookHead, *, start_dep
             ref = action["runbook"]
             where = f" (step {step['order']} of {runbook.key})"
             try:
-                child = _find_runbook(session, runbook.workspace_id, ref)
+                child = find_runbook(session, runbook.workspace_id, ref)
             except NotFound:
                 raise InvalidInput(f"runbook {runbook.key} calls {ref!r}{where}, which does not exist",
                                    errors=[{"field": "runbook", "message": "unknown child runbook", "value": ref}]) from None
@@ -143,7 +144,7 @@ def pin_call_tree(rt: Runtime, session: Session, root: RunbookHead, *, start_dep
                     errors=[{"field": "runbook", "message": "call depth exceeded", "value": chain}],
                 )
             try:
-                _check_runnable(rt, child, require_callable=True, via=where)
+                check_runnable(rt, child, require_callable=True, via=where)
             except Conflict as exc:
                 raise InvalidInput(exc.detail, errors=[{"field": "runbook", "message": "child not runnable", "value": ref}]) from None
             callers = child.body.get("allowed_callers")
@@ -158,16 +159,16 @@ def pin_call_tree(rt: Runtime, session: Session, root: RunbookHead, *, start_dep
     return pins
 
 
-def _new_job(rt: Runtime, session: Session, *, runbook: RunbookHead, version_id: int, version: int, parameters: dict[str, Any],
-             trigger: Trigger, pins: dict[str, int], now: datetime, parent: Job | None = None, parent_step: int | None = None,
-             idempotency_key: str | None = None, request_digest: str | None = None, change_ref: str | None = None,
-             incident_ref: str | None = None, lease: tuple[str, datetime] | None = None) -> Job:
-    """Insert a queued job with its first two events; return it (detached: load it to change it in this session).
+def job_row(rt: Runtime, *, runbook: RunbookHead, version_id: int, version: int, parameters: dict[str, Any], trigger: Trigger,
+            pins: dict[str, int], now: datetime | None, parent: Job | None = None, parent_step: int | None = None,
+            idempotency_key: str | None = None, request_digest: str | None = None, change_ref: str | None = None,
+            incident_ref: str | None = None, lease: tuple[str, datetime] | None = None) -> dict[str, Any]:
+    """The row of a new queued job, due at ``now`` (its creation time).
 
     ``lease`` (owner, until) hands the new job straight to the worker that will drive it, so no other worker claims it.
     """
     job_uuid = str(uuidlib.uuid4())
-    values = dict(
+    return dict(
         uuid=job_uuid,
         workspace_id=runbook.workspace_id,
         runbook_id=runbook.id,
@@ -199,13 +200,26 @@ def _new_job(rt: Runtime, session: Session, *, runbook: RunbookHead, version_id:
         lease_owner=lease[0] if lease else None,
         lease_until=lease[1] if lease else None,
     )
-    job_id = session.connection().execute(_INSERT_JOB, values).scalar_one()
-    job = Job(id=job_id, **values)
+
+
+def record_created(rt: Runtime, session: Session, job: Any, trigger: Trigger, now: datetime) -> None:
+    """Queue a new job's first two events and its audit entry, and wake the workers at commit.
+
+    ``job`` needs only the job's columns (a row's values with its id will do).
+    """
     session.info[JOBS_DUE] = True
     record(session, job, 1, "job.created", now)
-    record(session, job, 2, "runbook.invoked", now, parameters=parameters)
-    audit.record(session, rt.clock, workspace_id=job.workspace_id, actor=trigger.actor, action="job.create", target=job_uuid,
-                 detail={"runbook": runbook.key, "version": version, "triggered_by": trigger.kind, "trigger_ref": trigger.ref})
+    record(session, job, 2, "runbook.invoked", now, parameters=job.parameters)
+    audit.record(session, rt.clock, workspace_id=job.workspace_id, actor=trigger.actor, action="job.create", target=job.uuid,
+                 detail={"runbook": job.runbook_key, "version": job.runbook_version, "triggered_by": trigger.kind,
+                         "trigger_ref": trigger.ref})
+
+
+def _new_job(rt: Runtime, session: Session, *, now: datetime, **fields: Any) -> Job:
+    """Insert a queued job (see ``job_row``) and record its creation; return it (detached: load it to change it in this session)."""
+    values = job_row(rt, now=now, **fields)
+    job = Job(id=session.connection().execute(_INSERT_JOB, values).scalar_one(), **values)
+    record_created(rt, session, job, fields["trigger"], now)
     return job
 
 
@@ -241,13 +255,13 @@ def _check(rt: Runtime, session: Session, request: JobRequest) -> _Checked | Job
             f"Idempotency-Key is {len(request.idempotency_key)} characters long; use at most {MAX_IDEMPOTENCY_KEY_LENGTH}",
             errors=[{"field": "Idempotency-Key", "message": "too long", "value": request.idempotency_key}],
         )
-    runbook = _find_runbook(session, request.workspace_id, request.runbook_ref)
+    runbook = find_runbook(session, request.workspace_id, request.runbook_ref)
     digest = request_hash(runbook.key, request.parameters, {"change_ref": request.change_ref, "incident_ref": request.incident_ref}) \
         if request.idempotency_key else None
     earlier = _earlier(session, request, digest)
     if earlier is not None:
         return earlier
-    _check_runnable(rt, runbook, require_callable=request.require_callable)
+    check_runnable(rt, runbook, require_callable=request.require_callable)
     pins = pin_call_tree(rt, session, runbook)
     return _Checked(runbook, digest, pins, validate_values(runbook.body["parameters"], request.parameters))
 
@@ -299,7 +313,7 @@ def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = No
 def create_child(rt: Runtime, session: Session, parent: Job, step: dict[str, Any], parameters: dict[str, Any], now: datetime) -> Job:
     """Start the child job of a ``runbook`` step with the version pinned by the root job."""
     ref = step["action"]["runbook"]
-    child = _find_runbook(session, parent.workspace_id, ref)
+    child = find_runbook(session, parent.workspace_id, ref)
     if str(child.id) not in parent.pins:
         raise InvalidInput(f"runbook {ref!r} is not part of the call tree pinned when job {parent.root_job_uuid} started")
     if parent.depth + 1 > rt.settings.max_call_depth:
@@ -332,7 +346,7 @@ def create_or_stop(rt: Runtime, session: Session, request: JobRequest) -> Job:
         return create_job(rt, request, session=session)[0]
     except (InvalidInput, Conflict) as exc:
         failure = exc
-    runbook = _find_runbook(session, request.workspace_id, request.runbook_ref)
+    runbook = find_runbook(session, request.workspace_id, request.runbook_ref)
     parameters = request.parameters if isinstance(request.parameters, dict) else {}
     created = _new_job(rt, session, runbook=runbook, version_id=runbook.version_id, version=runbook.version, parameters=parameters,
                        trigger=request.trigger, pins={str(runbook.id): runbook.version_id}, now=rt.clock.now(),
