@@ -30,12 +30,12 @@ from sqlalchemy import bindparam, insert, or_, select, update
 from runner import metrics
 from runner.engine.events import emit_workspace
 from runner.engine.worker import LeasedWorker
-from runner.models import Delivery, DeliveryAttempt, Event, Job, Subscription
+from runner.models import Delivery, DeliveryAttempt, Event, Subscription
 from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 
 from .backoff import compute_backoff
 from .classify import Classification, Verdict, classify_response
-from .fanout import ACTIVE, RUNBOOK_INVOKED, describe_target, wake_flow_job
+from .fanout import ACTIVE, RUNBOOK_INVOKED, WAKE_FLOW_JOBS, describe_target, wake_flow_job
 from .outbound import OutboundPolicy, OutboundRefused, thread_pool
 from .signing import signed_headers
 
@@ -66,7 +66,7 @@ def delivery_body(event: Any) -> bytes:
     ).encode()
 
 
-_D, _S, _E, _A, _J = (model.__table__ for model in (Delivery, Subscription, Event, DeliveryAttempt, Job))
+_D, _S, _E, _A = (model.__table__ for model in (Delivery, Subscription, Event, DeliveryAttempt))
 
 # Built once: claiming runs several times per batch of deliveries.
 _DUE = (_D.c.next_attempt_at <= bindparam("now"), _D.c.status == "pending",
@@ -256,10 +256,6 @@ _SUCCEED = (
 )
 _LOG_ATTEMPTS = insert(_A)
 _RESET_STREAKS = update(_S).where(_S.c.id.in_(bindparam("ids", expanding=True)), _S.c.failure_streak != 0).values(failure_streak=0)
-_WAKE_FLOW_JOBS = (update(_J).where(_J.c.id.in_(bindparam("ids", expanding=True)), _J.c.status == "waiting", _J.c.waiting_for == "delivery")
-                   .values(next_run_at=bindparam("now")))
-
-
 def _record_successes(rt: Runtime, session: Any, worker_id: str, by_status: dict[int, list[tuple[str, _Outcome]]]) -> list[str]:
     """Mark succeeded, log the attempts of, and reset the failure streaks behind the deliveries still leased; return their ids."""
     if not by_status:
@@ -283,7 +279,7 @@ def _record_successes(rt: Runtime, session: Any, worker_id: str, by_status: dict
     connection.execute(_LOG_ATTEMPTS, attempts)
     connection.execute(_RESET_STREAKS, {"ids": sorted(subscription_ids)})
     if flow_job_ids:
-        connection.execute(_WAKE_FLOW_JOBS, {"ids": sorted(flow_job_ids), "now": now})
+        connection.execute(WAKE_FLOW_JOBS, {"ids": sorted(flow_job_ids), "now": now})
         session.info[JOBS_DUE] = True
     metrics.DELIVERY_ATTEMPTS.labels(Verdict.SUCCESS.value).inc(len(attempts))
     return [attempt["delivery_id"] for attempt in attempts]

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from runner.models import Delivery, Event, Job, Subscription
 
-__all__ = ["PENDING_EVENTS", "fan_out", "new_message_id", "matches", "flow_delivery_state", "ACTIVE", "wake_flow_job"]
+__all__ = ["PENDING_EVENTS", "fan_out", "new_message_id", "matches", "flow_delivery_state", "ACTIVE", "wake_flow_job", "WAKE_FLOW_JOBS"]
 
 # Key in ``session.info`` under which ``runner.engine.events.emit`` lists the events of the transaction.
 PENDING_EVENTS = "rbm_pending_events"
@@ -118,12 +118,16 @@ def flow_delivery_state(session: Session, job: Job) -> tuple[str, Delivery | Non
     return "pending", None
 
 
+_JOBS = Job.__table__
+# Flow-backed jobs (by id) that wait for their invocation's delivery: due now.
+WAKE_FLOW_JOBS = (update(_JOBS).where(_JOBS.c.id.in_(bindparam("ids", expanding=True)), _JOBS.c.status == "waiting",
+                                      _JOBS.c.waiting_for == "delivery").values(next_run_at=bindparam("now")))
+
+
 def wake_flow_job(session: Session, delivery: Delivery, now: datetime) -> None:
     """Tell a flow-backed job waiting on this delivery to look again."""
     if delivery.event_type == RUNBOOK_INVOKED and delivery.job_id is not None:
-        session.execute(
-            update(Job).where(Job.id == delivery.job_id, Job.status == "waiting", Job.waiting_for == "delivery").values(next_run_at=now)
-        )
+        session.connection().execute(WAKE_FLOW_JOBS, {"ids": [delivery.job_id], "now": now})
 
 
 def describe_target(subscription: Subscription | Any) -> str:
