@@ -429,10 +429,10 @@ def run_backend(report: Report, *, name: str, database_url: str, workdir: Path, 
                                                      body={"parameters": {"service": "orders-db"}}, headers=headers))
         results["memory"] = {"peak_pss_mb": round(memory.peak_pss_kb / 1024, 1), "peak_rss_sum_mb": round(memory.peak_rss_kb / 1024, 1)}
         results["e2e_c1"] = asdict(hey(f"{api}/runbooks/parent/jobs", n=n(500), c=1, body={"wait": 10}, headers=headers, count_status="200"))
-        results["e2e_c8"] = asdict(hey(f"{api}/runbooks/parent/jobs", n=n(1000), c=8, body={"wait": 10}, headers=headers, count_status="200"))
+        results["e2e_c8"] = asdict(hey(f"{api}/runbooks/parent/jobs", n=n(800), c=8, body={"wait": 10}, headers=headers, count_status="200"))
         receiver.latencies_ms.clear()
         receiver.arrivals.clear()
-        invocations = n(2000)
+        invocations = n(1500)
         count = invocations * len(NOTIFY_EVENTS)
         hey(f"{api}/runbooks/notify/jobs", n=invocations, c=8, body={}, headers=headers)
         deadline = time.monotonic() + 120
