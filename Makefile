@@ -35,7 +35,7 @@ test: $(VENV)/.installed-test
 	(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q chromium chromium-driver || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
-# Benchmarks (not part of `make test`): `make bench` (about 12 minutes), `make bench QUICK=1` (under a minute).
+# Benchmarks (not part of `make test`): `make bench` (about 9 minutes), `make bench QUICK=1` (about 35 seconds).
 bench: $(VENV)/.installed-test
 	command -v hey >/dev/null 2>&1 || $(SUDO) apt-get install -y -q hey || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q hey)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
