@@ -276,7 +276,9 @@ def prepare(database_url: str, workdir: Path, receiver: Receiver) -> dict[str, A
         {"name": "invoke-me", "title": "Page and acknowledge", "callable": True,
          "parameters": {"type": "object", "required": ["service"], "properties": {"service": {"type": "string"},
                                                                                 "severity": {"type": "string", "default": "sev2"}}},
-         "steps": [{"title": "Acknowledge the page for {{ params.service }}", "est_minutes": 2}]},
+         # No estimate: thousands of jobs left waiting would all come due for their overdue check minutes later, in the
+         # middle of the scenarios that follow.
+         "steps": [{"title": "Acknowledge the page for {{ params.service }}"}]},
         {"name": "child", "title": "Child", "callable": True,
          "steps": [{"title": "Call the service", "action": {"type": "http", "url": receiver.url + "/noop"}}]},
         {"name": "parent", "title": "Parent", "callable": True,
@@ -449,7 +451,7 @@ def run_backend(report: Report, *, name: str, database_url: str, workdir: Path, 
                 results[f"invoke_c{c}"] = asdict(hey(f"{api}/runbooks/invoke-me/jobs", n=n(3000 if c > 1 else 1000), c=c,
                                                      body={"parameters": {"service": "orders-db"}}, headers=headers))
         results["memory"] = {"peak_pss_mb": round(memory.peak_pss_kb / 1024, 1), "peak_rss_sum_mb": round(memory.peak_rss_kb / 1024, 1)}
-        results["e2e_c1"] = asdict(hey(f"{api}/runbooks/parent/jobs", n=n(500), c=1, body={"wait": 10}, headers=headers, count_status="200"))
+        results["e2e_c1"] = asdict(hey(f"{api}/runbooks/parent/jobs", n=n(300), c=1, body={"wait": 10}, headers=headers, count_status="200"))
         results["e2e_c8"] = asdict(hey(f"{api}/runbooks/parent/jobs", n=n(800), c=8, body={"wait": 10}, headers=headers, count_status="200"))
         receiver.latencies_ms.clear()
         receiver.arrivals.clear()
