@@ -100,3 +100,16 @@ def wait_until(predicate: Any, *, timeout: float, interval: float = 0.05, what: 
             return value
         time.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+def owner_headers(settings: Any, slug: str = "acme") -> dict[str, str]:
+    """Create workspace ``slug`` in the store of ``settings`` and return the headers of an owner token for it."""
+    from runner.clock import SystemClock
+    from runner.runtime import Runtime
+    from runner.services import tenancy
+
+    rt = Runtime.from_settings(settings, clock=SystemClock())
+    tenancy.create_workspace(rt, slug)
+    token, _ = tenancy.create_token(rt, slug, role="owner", subject="olivia")
+    rt.db.dispose()
+    return {"Authorization": f"Bearer {token}"}

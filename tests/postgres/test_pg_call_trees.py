@@ -8,6 +8,7 @@ from sqlalchemy import event, select
 from runner.engine import JobWorker
 from runner.models import Job
 from tests.runner.test_engine import calls, http, manual, publish, start
+from tests.runner.test_engine_batches import invoke_on_a_thread
 
 
 def _commits(engine, seen: list[int]) -> None:
@@ -57,13 +58,9 @@ def test_a_parent_locked_by_someone_else_while_its_child_runs_still_moves_on(pg_
     server.delays["/flush"] = 0.5
     child = publish(pg_api, "Flush the cache", [http(server.url + "/flush")])
     parent = publish(pg_api, "Roll out the release", [calls(child), manual("Confirm the release")])
-    answers: list = []
-    caller = threading.Thread(target=lambda: answers.append(pg_api.post(f"/runbooks/{parent}/jobs", json={"wait": 10})))
-    caller.start()
+    caller, answers = invoke_on_a_thread(pg_api, parent, wait=10, until=lambda: server.hits["/flush"])
     release = threading.Event()
     try:
-        while not server.hits["/flush"]:
-            threading.Event().wait(0.01)
         with pg_rt.db.read() as session:
             parent_uuid = session.scalar(select(Job.uuid).where(Job.parent_job_uuid.is_(None)))
         locker = threading.Thread(target=_lock_for, args=(pg_rt, parent_uuid, release, 1.0))

@@ -4,20 +4,13 @@ from __future__ import annotations
 import pytest
 import requests
 
-from runner.clock import SystemClock
-from runner.runtime import Runtime
-from runner.services import tenancy
-from tests.processes import RunnerProcess, wait_until
+from tests.processes import RunnerProcess, owner_headers, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def _prepare(settings, server, *, idempotent: bool) -> tuple[str, dict[str, str]]:
-    rt = Runtime.from_settings(settings, clock=SystemClock())
-    tenancy.create_workspace(rt, "acme")
-    token, _ = tenancy.create_token(rt, "acme", role="owner", subject="olivia")
-    rt.db.dispose()
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = owner_headers(settings)
     server.delays["/s2"] = 3.0
     body = {
         "name": "three-calls",

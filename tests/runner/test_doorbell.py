@@ -9,10 +9,7 @@ import pytest
 import requests
 
 from runner import doorbell
-from runner.clock import SystemClock
-from runner.runtime import Runtime
-from runner.services import tenancy
-from tests.processes import RunnerProcess, wait_until
+from tests.processes import RunnerProcess, owner_headers, wait_until
 
 
 @pytest.fixture
@@ -68,11 +65,7 @@ def test_without_serve_there_is_no_pipe_and_ringing_does_nothing(monkeypatch):
 
 @pytest.mark.slow
 def test_serve_runs_a_new_job_at_once_even_with_a_long_idle_poll(tmp_path, settings, server):
-    rt = Runtime.from_settings(settings, clock=SystemClock())
-    tenancy.create_workspace(rt, "acme")
-    token, _ = tenancy.create_token(rt, "acme", role="owner", subject="olivia")
-    rt.db.dispose()
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = owner_headers(settings)
     runner = RunnerProcess(tmp_path, settings.database_url, env={"RUNBOOK_MANAGER_POLL_INTERVAL": "120"}).start()
     try:
         api = f"{runner.url}/api/v1/ws/acme"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import event, select
@@ -14,6 +14,7 @@ from runner.engine import JobWorker, driver
 from runner.engine.invoke import JobRequest, Trigger, create_job
 from runner.engine.machine import Machine, NeedsCall
 from runner.models import Job, Workspace
+from tests.processes import wait_until
 
 from .test_engine import calls, http, job, manual, publish, runtime_with, start  # noqa: F401 - runtime_with is a fixture
 
@@ -31,6 +32,15 @@ def commits(engine) -> Iterator[list[int]]:
         yield seen
     finally:
         event.remove(engine, "commit", count)
+
+
+def invoke_on_a_thread(api, key: str, *, wait: float, until: Callable[[], object]) -> tuple[threading.Thread, list]:
+    """Invoke ``key`` with ``wait`` on another thread; return the thread and its answer list once ``until()`` holds."""
+    answers: list = []
+    caller = threading.Thread(target=lambda: answers.append(api.post(f"/runbooks/{key}/jobs", json={"wait": wait})))
+    caller.start()
+    wait_until(until, timeout=10, what="the invocation's call")
+    return caller, answers
 
 
 def test_worker_starts_a_batch_of_new_jobs_in_one_transaction(api, rt):
@@ -70,7 +80,7 @@ def test_a_job_that_breaks_its_batch_is_driven_alone_and_the_others_still_start(
     assert f"driving job {broken} failed" in caplog.text
 
 
-def test_a_job_created_for_its_driver_is_not_claimed_by_other_workers(api, rt, workspace):
+def test_a_job_created_for_its_driver_is_not_claimed_by_other_workers_until_that_lease_lapses(api, rt, workspace, clock):
     key = publish(api, "Page the on-call engineer", [manual("Acknowledge the page")])
     with rt.db.read() as session:
         workspace_id = session.scalar(select(Workspace.id).where(Workspace.slug == workspace))
@@ -82,6 +92,10 @@ def test_a_job_created_for_its_driver_is_not_claimed_by_other_workers(api, rt, w
     assert job(api, created.uuid)["status"] == "queued"
     with rt.db.read() as session:
         assert session.scalar(select(Job.lease_owner).where(Job.uuid == created.uuid)) == "api:inline"
+    # The driver died (the runner was killed mid-request): once its lease lapses, a worker takes the job up.
+    clock.advance(seconds=rt.settings.lease_seconds + 1)
+    assert JobWorker(rt, worker_id="background", threads=1).run_once() == 1
+    assert job(api, created.uuid)["status"] == "waiting"
 
 
 def test_waiting_invocation_runs_parent_and_child_in_three_transactions(api, rt, server):
@@ -102,12 +116,7 @@ def test_a_call_tree_driven_by_a_waiting_invocation_is_left_unleased_once_it_wai
     server.delays["/slow"] = 0.5
     child = publish(api, "Flush the cache", [http(server.url + "/slow")])
     parent = publish(api, "Roll out the release", [calls(child), manual("Confirm the release")])
-    answers: list = []
-    caller = threading.Thread(target=lambda: answers.append(api.post(f"/runbooks/{parent}/jobs", json={"wait": 5})))
-    caller.start()
-    deadline = time.monotonic() + 10
-    while not server.hits["/slow"] and time.monotonic() < deadline:
-        time.sleep(0.01)
+    caller, answers = invoke_on_a_thread(api, parent, wait=5, until=lambda: server.hits["/slow"])
 
     claimed = JobWorker(rt, worker_id="background", threads=1).run_once()
     caller.join(10)

@@ -6,10 +6,7 @@ import json
 import pytest
 import requests
 
-from runner.clock import SystemClock
-from runner.runtime import Runtime
-from runner.services import tenancy
-from tests.processes import RunnerProcess, wait_until
+from tests.processes import RunnerProcess, owner_headers, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -24,11 +21,7 @@ DELIVERY_ENV = {
 
 
 def test_pending_deliveries_survive_sigkill(tmp_path, settings, server):
-    rt = Runtime.from_settings(settings, clock=SystemClock())
-    tenancy.create_workspace(rt, "acme")
-    token, _ = tenancy.create_token(rt, "acme", role="owner", subject="olivia")
-    rt.db.dispose()
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = owner_headers(settings)
     server.script("/receiver", *([503] * 10_000))
 
     first = RunnerProcess(tmp_path, settings.database_url, env=DELIVERY_ENV).start()
