@@ -100,14 +100,25 @@ def _insert_numbered(connection: Any, rows: list[dict[str, Any]]) -> dict[int, i
     return {id(row): event_id for row, event_id in zip(rows, ids, strict=True)}
 
 
-def flow_delivery_state(session: Session, job: Job) -> tuple[str, Delivery | None]:
-    """For a flow-backed job: "none" (no Runbook Action subscriber), "pending", "succeeded" or "failed" (with that delivery)."""
-    rows = list(session.execute(
-        select(Delivery, Subscription.runbooks)
-        .join(Subscription, Subscription.id == Delivery.subscription_id)
-        .where(Delivery.job_id == job.id, Delivery.event_type == RUNBOOK_INVOKED, Subscription.runbooks.is_not(None))
-    ))
-    deliveries = [d for d, runbooks in rows if job.runbook_key in (runbooks or [])]
+_DELIVERIES = Delivery.__table__
+# Built once: every step-less job runs it when it finishes (through ix_deliveries_job_id_event_type).
+_FLOW_DELIVERIES = (
+    select(_DELIVERIES.c.id, _DELIVERIES.c.status, _DELIVERIES.c.subscription_id, _DELIVERIES.c.attempts,
+           _DELIVERIES.c.last_status, _DELIVERIES.c.last_error, _SUBSCRIPTIONS.c.runbooks)
+    .join(_SUBSCRIPTIONS, _SUBSCRIPTIONS.c.id == _DELIVERIES.c.subscription_id)
+    .where(_DELIVERIES.c.job_id == bindparam("job_id"), _DELIVERIES.c.event_type == RUNBOOK_INVOKED,
+           _SUBSCRIPTIONS.c.runbooks.is_not(None))
+)
+
+
+def flow_delivery_state(session: Session, job: Job) -> tuple[str, Any]:
+    """For a flow-backed job: "none" (no Runbook Action subscriber), "pending", "succeeded" or "failed" (with that delivery).
+
+    The delivery is a row with the delivery's ``id``, ``status``, ``subscription_id``, ``attempts``,
+    ``last_status`` and ``last_error``.
+    """
+    rows = session.connection().execute(_FLOW_DELIVERIES, {"job_id": job.id}).all()
+    deliveries = [row for row in rows if job.runbook_key in (row.runbooks or [])]
     if not deliveries:
         return "none", None
     failed = [d for d in deliveries if d.status in ("failed", "gone", "cancelled")]

@@ -18,7 +18,7 @@ from .http import perform
 from .machine import Blocked, Machine, NeedsCall
 from .states import TERMINAL, JobStatus
 
-__all__ = ["abandon", "claim", "claim_and_move", "drive", "follow_up", "move_new"]
+__all__ = ["UNMOVED", "Outcome", "abandon", "claim", "claim_and_move", "drive", "follow_up", "move_new"]
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,21 @@ def _due(rt: Runtime) -> tuple[Any, ...]:
     return (Job.next_run_at <= now, or_(Job.lease_until.is_(None), Job.lease_until < now))
 
 
-def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, NeedsCall | Blocked | None]]:
+class Unmoved:
+    """The outcome of a job that was leased but could not be moved with its batch: it is driven alone."""
+
+    def __repr__(self) -> str:
+        return "UNMOVED"
+
+
+UNMOVED = Unmoved()
+Outcome = NeedsCall | Blocked | Unmoved | None
+
+
+def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, Outcome]]:
     """Lease up to ``limit`` due jobs and move each as far as the database allows, all in one transaction.
 
-    Returns what each job needs next (see ``follow_up``). Jobs that only
+    Returns what each job needs next (see ``follow_up``); None when nothing (it ended, or it waits). Jobs that only
     wait for a person, a timer or a child cost one shared transaction instead
     of a claim and a transaction of their own. The batch ends at the first job
     that needs more (an HTTP call, a child to run): its follow-up takes time,
@@ -70,7 +81,7 @@ def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, N
             query = select(Job).where(*_due(rt)).order_by(Job.next_run_at).limit(limit)
             if rt.db.is_postgres:
                 query = query.with_for_update(skip_locked=True)
-            moved: list[tuple[str, NeedsCall | Blocked | None]] = []
+            moved: list[tuple[str, Outcome]] = []
             for job in session.scalars(query).all():
                 _take(rt, job, worker_id)
                 outcome = _move(rt, session, job)
@@ -80,7 +91,7 @@ def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, N
         return moved
     except Exception:  # noqa: BLE001 - fall back to one transaction per job, where the broken one is logged
         log.warning("moving a batch of jobs failed; driving them one by one", exc_info=True)
-        return [(job_uuid, None) for job_uuid in claim(rt, worker_id, limit)]
+        return [(job_uuid, UNMOVED) for job_uuid in claim(rt, worker_id, limit)]
 
 
 def _move(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = None, result: Any = None) -> NeedsCall | Blocked | None:
@@ -100,12 +111,16 @@ def _move(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = N
     return outcome
 
 
-def follow_up(rt: Runtime, job_uuid: str, outcome: NeedsCall | Blocked | None, worker_id: str, *,
+def follow_up(rt: Runtime, job_uuid: str, outcome: Outcome, worker_id: str, *,
               policy: OutboundPolicy, _depth: int = 0, _carry: list[_Moved] | None = None) -> JobStatus | None:
     """Finish what a move left: make the HTTP call, run the child, or drive a job that could not be moved.
 
-    Returns the job's status as ``drive`` does (None when there was nothing for this worker to do).
+    Returns the job's status as ``drive`` does (None when there was nothing for this worker to do). A move
+    that left nothing (None: the job ended, or waits for a person, a timer or a delivery) released the job's
+    lease, so there is nothing for this worker to do; a job due again is claimed like any other.
     """
+    if outcome is None:
+        return None
     if isinstance(outcome, NeedsCall):
         return drive(rt, job_uuid, worker_id, policy=policy, pending=outcome, _depth=_depth, _carry=_carry)
     if isinstance(outcome, Blocked):
@@ -114,7 +129,7 @@ def follow_up(rt: Runtime, job_uuid: str, outcome: NeedsCall | Blocked | None, w
         if outcome.child_id is not None:
             _release(rt, job_uuid, worker_id)
         return None
-    return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth, _carry=_carry)
+    return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth, _carry=_carry)  # UNMOVED
 
 
 def move_new(rt: Runtime, session: Session, job_id: int) -> NeedsCall | Blocked | None:

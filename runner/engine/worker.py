@@ -15,8 +15,7 @@ from webhooks.outbound import OutboundPolicy
 
 from ..models import Job
 from ..runtime import JOBS_DUE, Runtime
-from .driver import abandon, claim_and_move, follow_up
-from .machine import Blocked, NeedsCall
+from .driver import Outcome, abandon, claim_and_move, follow_up
 
 __all__ = ["LeasedWorker", "JobWorker", "new_worker_id", "renew_leases"]
 
@@ -173,11 +172,11 @@ class JobWorker(LeasedWorker):
         """Claim up to ``limit`` due jobs (a batch per thread by default) and drive each."""
         return super().run_once(limit or self.threads * self.loop_batch)
 
-    def claim(self, limit: int) -> list[tuple[str, NeedsCall | Blocked | None]]:
+    def claim(self, limit: int) -> list[tuple[str, Outcome]]:
         """Lease due jobs and move each as far as the database allows."""
         return claim_and_move(self.rt, self.worker_id, limit)
 
-    def process(self, items: list[tuple[str, NeedsCall | Blocked | None]]) -> None:
+    def process(self, items: list[tuple[str, Outcome]]) -> None:
         """Make the HTTP calls and run the children the batch left, driving each job until it finishes or waits."""
         for job_uuid, outcome in items:
             try:

@@ -41,6 +41,7 @@ class Delivery(Base):
         UniqueConstraint("subscription_id", "event_id"),
         Index("ix_deliveries_event_id", "event_id"),
         Index("ix_deliveries_due", "next_attempt_at"),
+        Index("ix_deliveries_job_id_event_type", "job_id", "event_type"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -12,10 +12,11 @@ GET_JOB_STATEMENTS = 6
 
 @contextmanager
 def counting(engine):
-    statements: list[str] = []
+    """Every statement run on ``engine``: (SQL, parameters, whether it was an executemany)."""
+    statements: list[tuple[str, object, bool]] = []
 
-    def count(conn, cursor, statement, *args):  # noqa: ANN001
-        statements.append(statement)
+    def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        statements.append((statement, parameters, executemany))
 
     event.listen(engine, "before_cursor_execute", count)
     try:
@@ -58,3 +59,24 @@ def test_get_job_statements_do_not_grow_with_steps(api, rt, worker):
             assert api.get(f"/jobs/{uuid}").status_code == 200
         counts[name] = len(statements)
     assert counts["short"] == counts["long"] <= GET_JOB_STATEMENTS, counts
+
+
+def test_running_jobs_scans_no_table_that_grows(api, rt, worker):
+    _runbook(api, "one-step", 1)
+    body = {"name": "flow-only", "title": "flow-only", "callable": True, "steps": []}
+    assert api.post("/runbooks", json=body).status_code == 201
+    assert api.post("/runbooks/flow-only/publish").status_code == 200
+    with counting(rt.db.engine) as statements:
+        stepless = api.post("/runbooks/flow-only/jobs", json={}).get_json()["job"]["uuid"]
+        stepped = api.post("/runbooks/one-step/jobs", json={}).get_json()["job"]["uuid"]
+        worker.run_until_idle()
+        assert api.post(f"/jobs/{stepped}/steps/1/done", json={}).status_code == 200
+        worker.run_until_idle()
+        assert [api.get(f"/jobs/{uuid}").get_json()["status"] for uuid in (stepless, stepped)] == ["succeeded", "succeeded"]
+    with rt.db.engine.connect() as conn:
+        plans = {statement: [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+                 for statement, parameters, many in statements
+                 if not many and statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))}
+    assert len(plans) > 10
+    scans = {statement: plan for statement, plan in plans.items() if any(step.startswith("SCAN") for step in plan)}
+    assert not scans
