@@ -22,10 +22,9 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidInput, NotFound
@@ -39,9 +38,9 @@ from .invoke import (
     check_runnable,
     create_or_stop,
     find_runbook,
+    insert_jobs,
     job_row,
     pin_call_tree,
-    record_created,
     request_hash,
 )
 
@@ -53,12 +52,8 @@ DEFAULT_KEY_CHUNK = 500
 DEFAULT_VALIDATED_CACHE = 20_000
 
 _JOBS = Job.__table__
-# A plain executemany, then the ids by uuid: INSERT ... RETURNING of many rows is one huge statement that psycopg
-# re-parses per page (about 0.2 ms of CPU per job), and without a sentinel column SQLite would sort it one row at a time.
-_INSERT_JOBS = insert(_JOBS)
-# The lists are rendered inline: PostgreSQL then plans with the values (a hashed IN, or the unique index) instead
+# The keys are rendered inline: PostgreSQL then plans with the values (a hashed IN, or the unique index) instead
 # of reusing, once psycopg prepared the statement, a generic plan that compares every row with every parameter.
-_IDS = select(_JOBS.c.uuid, _JOBS.c.id).where(_JOBS.c.uuid.in_(bindparam("uuids", expanding=True, literal_execute=True)))
 _EARLIER = select(_JOBS.c.idempotency_key, _JOBS.c.uuid, _JOBS.c.request_hash).where(
     _JOBS.c.workspace_id == bindparam("workspace_id"),
     _JOBS.c.idempotency_key.in_(bindparam("keys", expanding=True, literal_execute=True)))
@@ -213,11 +208,4 @@ def _insert(rt: Runtime, session: Session, rows: list[dict[str, Any]], requests:
     now = rt.clock.now()
     for values in rows:
         values["created_at"] = values["next_run_at"] = now
-    connection = session.connection()
-    connection.execute(_INSERT_JOBS, rows)
-    ids: dict[str, int] = {}
-    for first in range(0, len(rows), DEFAULT_KEY_CHUNK):
-        ids.update(connection.execute(_IDS, {"uuids": [values["uuid"] for values in rows[first:first + DEFAULT_KEY_CHUNK]]}).all())
-    for values, request in zip(rows, requests, strict=True):
-        # The events read only the job's columns: a plain namespace spares building an ORM object per job.
-        record_created(rt, session, SimpleNamespace(id=ids[values["uuid"]], **values), request.trigger, now)
+    insert_jobs(rt, session, rows, [request.trigger for request in requests], now)

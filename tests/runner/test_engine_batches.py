@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
 from runner.engine import JobWorker, driver
@@ -16,7 +16,8 @@ from runner.engine.machine import Machine, NeedsCall
 from runner.models import Job, Workspace
 from tests.processes import wait_until
 
-from .test_engine import calls, http, job, manual, publish, runtime_with, start  # noqa: F401 - runtime_with is a fixture
+from .helpers import audit_entries
+from .test_engine import calls, events, http, job, manual, publish, runtime_with, start  # noqa: F401 - runtime_with is a fixture
 
 
 @contextmanager
@@ -214,3 +215,58 @@ def test_a_wait_invocation_whose_first_insert_conflicted_calls_out_once(api, rt,
 
     assert response.status_code == 200, response.get_json()
     assert (response.get_json()["job"]["status"], server.hits["/ping"], conflicts) == ("succeeded", 1, [1])
+
+
+def _invoke_while_the_writer_is_held(rt, api, key: str, count: int) -> tuple[int, list]:
+    """Start ``count`` invocations of ``key`` on threads while this thread holds the write lock, let them all queue for it,
+    release it; return how many transactions they committed and what ``create_job`` gave each."""
+    from runner.engine import invoke
+
+    with rt.db.read() as session:
+        workspace_id = session.scalar(select(Workspace.id).where(Workspace.slug == api.slug))
+    request = JobRequest(workspace_id=workspace_id, runbook_ref=key, parameters={}, trigger=Trigger("api", "olivia"))
+    created: list = []
+    callers = [threading.Thread(target=lambda: created.append(create_job(rt, request))) for _ in range(count)]
+    with commits(rt.db.engine) as committed:
+        with rt.db.write():
+            for caller in callers:
+                caller.start()
+            wait_until(lambda: len(invoke._group_of(rt.db).waiting) == count, timeout=10, what="the invocations to queue for the writer")
+        for caller in callers:
+            caller.join(timeout=10)
+    return len(committed), created
+
+
+def test_invocations_that_wait_for_the_writer_are_inserted_in_one_transaction(api, rt):
+    key = publish(api, "Page the on-call engineer", [manual("Acknowledge the page")])
+
+    committed, created = _invoke_while_the_writer_is_held(rt, api, key, 4)
+
+    assert committed == 1
+    assert [new for _, new in created] == [True] * 4
+    uuids = {created_job.uuid for created_job, _ in created}
+    assert len(uuids) == 4
+    for uuid in uuids:
+        assert job(api, uuid)["status"] == "queued"
+        assert [e["type"] for e in events(api, uuid)] == ["job.created", "runbook.invoked"]
+        assert [e["action"] for e in audit_entries(api, target=uuid)] == ["job.create"]
+
+
+def test_when_the_shared_insert_fails_each_invocation_is_inserted_alone(api, rt, monkeypatch):
+    from runner.engine import invoke
+
+    key = publish(api, "Page the on-call engineer", [manual("Acknowledge the page")])
+    alone = invoke.insert_jobs
+
+    def refuse_batches(rt_, session, rows, triggers, now):  # noqa: ANN001
+        if len(rows) > 1:
+            raise IntegrityError("INSERT INTO jobs", {}, Exception("refused for the test"))
+        return alone(rt_, session, rows, triggers, now)
+
+    monkeypatch.setattr(invoke, "insert_jobs", refuse_batches)
+    committed, created = _invoke_while_the_writer_is_held(rt, api, key, 3)
+
+    assert committed == 3
+    assert len({created_job.uuid for created_job, _ in created}) == 3
+    with rt.db.read() as session:
+        assert session.scalar(select(func.count(Job.id))) == 3
