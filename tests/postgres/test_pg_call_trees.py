@@ -80,3 +80,27 @@ def _lock_for(rt, job_uuid: str, release: threading.Event, seconds: float) -> No
     with rt.db.write() as session:
         session.scalar(select(Job).where(Job.uuid == job_uuid).with_for_update())
         release.wait(seconds)
+
+
+def test_concurrent_invocations_each_get_a_committed_job_on_postgres(pg_rt, pg_api):
+    from runner.engine.invoke import JobRequest, Trigger, create_job
+    from runner.models import Event, Workspace
+
+    key = publish(pg_api, "Page the on-call engineer", [manual("Acknowledge the page")])
+    with pg_rt.db.read() as session:
+        workspace_id = session.scalar(select(Workspace.id).where(Workspace.slug == pg_api.slug))
+    request = JobRequest(workspace_id=workspace_id, runbook_ref=key, parameters={}, trigger=Trigger("api", "olivia"))
+    created: list = []
+    callers = [threading.Thread(target=lambda: created.extend(create_job(pg_rt, request) for _ in range(5))) for _ in range(8)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+
+    uuids = {job.uuid for job, new in created if new}
+    assert len(uuids) == len(created) == 40
+    with pg_rt.db.read() as session:
+        stored = dict(session.execute(select(Job.uuid, Job.id).where(Job.uuid.in_(uuids))).all())
+        events = session.scalars(select(Event.type).where(Event.job_id.in_(stored.values()))).all()
+    assert {job.uuid: job.id for job, _ in created} == stored
+    assert sorted(events) == ["job.created"] * 40 + ["runbook.invoked"] * 40
