@@ -63,7 +63,7 @@ Outcome = NeedsCall | Blocked | Unmoved | None
 def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, Outcome]]:
     """Lease up to ``limit`` due jobs and move each as far as the database allows, all in one transaction.
 
-    Returns what each job needs next (see ``follow_up``); None when nothing (it ended, or it waits). Jobs that only
+    Returns what each job needs next (see ``follow_up``); None when nothing (it ended). Jobs that only
     wait for a person, a timer or a child cost one shared transaction instead
     of a claim and a transaction of their own. The batch ends at the first job
     that needs more (an HTTP call, a child to run): its follow-up takes time,
@@ -116,8 +116,7 @@ def follow_up(rt: Runtime, job_uuid: str, outcome: Outcome, worker_id: str, *,
     """Finish what a move left: make the HTTP call, run the child, or drive a job that could not be moved.
 
     Returns the job's status as ``drive`` does (None when there was nothing for this worker to do). A move
-    that left nothing (None: the job ended, or waits for a person, a timer or a delivery) released the job's
-    lease, so there is nothing for this worker to do; a job due again is claimed like any other.
+    that left nothing (None: the job ended) released the job's lease, so there is nothing for this worker to do.
     """
     if outcome is None:
         return None
@@ -129,7 +128,8 @@ def follow_up(rt: Runtime, job_uuid: str, outcome: Outcome, worker_id: str, *,
         if outcome.child_id is not None:
             _release(rt, job_uuid, worker_id)
         return None
-    return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth, _carry=_carry)  # UNMOVED
+    # UNMOVED: leased by a batch that failed, so not moved yet.
+    return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth, _carry=_carry)
 
 
 def move_new(rt: Runtime, session: Session, job_id: int) -> NeedsCall | Blocked | None:

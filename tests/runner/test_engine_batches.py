@@ -60,6 +60,18 @@ def test_worker_starts_a_batch_of_new_jobs_in_one_transaction(api, rt):
         assert session.scalars(select(Job.lease_owner).where(Job.uuid.in_(uuids))).all() == [None] * 5
 
 
+def test_jobs_a_batch_moves_to_their_end_cost_no_further_transaction(api, rt):
+    key = publish(api, "Tell the flow", [])
+    uuids = [start(api, key) for _ in range(4)]
+    worker = JobWorker(rt, worker_id="batch-worker", threads=1)
+
+    with commits(rt.db.engine) as committed:
+        assert worker.run_once(limit=8) == 4
+
+    assert len(committed) == 1
+    assert [job(api, uuid)["status"] for uuid in uuids] == ["succeeded"] * 4
+
+
 def test_a_job_that_breaks_its_batch_is_driven_alone_and_the_others_still_start(api, rt, monkeypatch, caplog):
     key = publish(api, "Page the on-call engineer", [manual("Acknowledge the page")])
     uuids = [start(api, key) for _ in range(3)]
