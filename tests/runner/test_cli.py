@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner, Result
+from sqlalchemy import inspect
 
 from runner import create_app
 from runner.cli import main
@@ -228,3 +229,15 @@ def test_serve_demo_creates_the_demo_once_and_prints_a_usable_token_on_every_sta
 
     assert [r["name"] for r in found] == ["incident-response-database"]
     assert found[0]["key"] == runbook["key"]
+
+
+def test_a_store_at_the_first_revision_upgrades_keeping_its_data(cli, store):
+    assert cli("db", "upgrade", "--revision", "0001").exit_code == 0
+    assert cli("workspace", "create", "acme", "--name", "Acme Corp").exit_code == 0
+
+    result = cli("db", "upgrade")
+
+    assert result.exit_code == 0, result.output
+    assert current_revision(store.db.engine) == head_revision()
+    assert "ix_deliveries_job_id_event_type" in {index["name"] for index in inspect(store.db.engine).get_indexes("deliveries")}
+    assert cli("workspace", "create", "acme", "--name", "Acme Corp").exit_code != 0  # still there
