@@ -26,3 +26,7 @@ class Blueprint(flask_smorest.Blueprint):
     """A resource's routes, parsed with ``JsonParser``."""
 
     ARGUMENTS_PARSER = JsonParser()
+
+    def arguments(self, schema: type[ma.Schema] | ma.Schema, *args: Any, **kwargs: Any) -> Any:
+        """flask-smorest's ``arguments``, given one schema instance for every request (webargs builds one per request from a class)."""
+        return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)

@@ -80,3 +80,20 @@ def test_running_jobs_scans_no_table_that_grows(api, rt, worker):
     assert len(plans) > 10
     scans = {statement: plan for statement, plan in plans.items() if any(step.startswith("SCAN") for step in plan)}
     assert not scans
+
+
+def test_invoke_builds_no_schema_per_request(api, monkeypatch):
+    import marshmallow
+
+    _runbook(api, "short", 1)
+    built: list[str] = []
+    original = marshmallow.Schema.__init__
+
+    def counting_init(self, *args, **kwargs):  # noqa: ANN001
+        built.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(marshmallow.Schema, "__init__", counting_init)
+    for _ in range(2):
+        assert api.post("/runbooks/short/jobs", json={}).status_code == 202
+    assert built == []
