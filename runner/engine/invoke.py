@@ -230,9 +230,8 @@ def record_created(rt: Runtime, session: Session, job: Any, trigger: Trigger, no
 def _new_job(rt: Runtime, session: Session, *, now: datetime, **fields: Any) -> Job:
     """Insert a queued job (see ``job_row``) and record its creation; return it (detached: load it to change it in this session)."""
     values = job_row(rt, now=now, **fields)
-    job = Job(id=session.connection().execute(_INSERT_JOB, values).scalar_one(), **values)
-    record_created(rt, session, job, fields["trigger"], now)
-    return job
+    [job_id] = insert_jobs(rt, session, [values], [fields["trigger"]], now)
+    return Job(id=job_id, **values)
 
 
 def insert_jobs(rt: Runtime, session: Session, rows: list[dict[str, Any]], triggers: Sequence[Trigger], now: datetime) -> list[int]:
@@ -298,13 +297,17 @@ def _insert(rt: Runtime, session: Session, request: JobRequest, checked: _Checke
     earlier = _earlier(session, request, checked.digest)
     if earlier is not None:
         return earlier, False
-    runbook = checked.runbook
     now = rt.clock.now()
     lease = (request.driver, now + timedelta(seconds=rt.settings.lease_seconds)) if request.driver else None
-    job = _new_job(rt, session, runbook=runbook, version_id=runbook.version_id, version=runbook.version, parameters=checked.parameters,
-                   trigger=request.trigger, pins=checked.pins, now=now, idempotency_key=request.idempotency_key,
-                   request_digest=checked.digest, change_ref=request.change_ref, incident_ref=request.incident_ref, lease=lease)
-    return job, True
+    return _new_job(rt, session, now=now, lease=lease, **_job_fields(request, checked)), True
+
+
+def _job_fields(request: JobRequest, checked: _Checked) -> dict[str, Any]:
+    """What ``job_row`` needs of a checked invocation, besides its time and lease."""
+    runbook = checked.runbook
+    return dict(runbook=runbook, version_id=runbook.version_id, version=runbook.version, parameters=checked.parameters,
+                trigger=request.trigger, pins=checked.pins, idempotency_key=request.idempotency_key, request_digest=checked.digest,
+                change_ref=request.change_ref, incident_ref=request.incident_ref)
 
 
 def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = None,
@@ -399,9 +402,7 @@ def _insert_together(rt: Runtime, request: JobRequest, checked: _Checked) -> Job
                         waiting.taken = True
             if batch:
                 now = rt.clock.now()
-                rows = [job_row(rt, runbook=w.checked.runbook, version_id=w.checked.runbook.version_id, version=w.checked.runbook.version,
-                                parameters=w.checked.parameters, trigger=w.request.trigger, pins=w.checked.pins, now=now,
-                                change_ref=w.request.change_ref, incident_ref=w.request.incident_ref) for w in batch]
+                rows = [job_row(rt, now=now, **_job_fields(w.request, w.checked)) for w in batch]
                 ids = insert_jobs(rt, session, rows, [w.request.trigger for w in batch], now)
     except Exception:
         with group.mutex:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import event, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from runner.engine import JobWorker, driver
 from runner.engine.invoke import JobRequest, Trigger, create_job
@@ -282,3 +282,22 @@ def test_when_the_shared_insert_fails_each_invocation_is_inserted_alone(api, rt,
     assert len({created_job.uuid for created_job, _ in created}) == 3
     with rt.db.read() as session:
         assert session.scalar(select(func.count(Job.id))) == 3
+
+
+def test_an_invocation_that_cannot_get_the_writer_fails_and_leaves_nothing_queued(api, rt, monkeypatch):
+    from runner.engine import invoke
+
+    key = publish(api, "Page the on-call engineer", [manual("Acknowledge the page")])
+
+    @contextmanager
+    def unavailable():
+        raise OperationalError("BEGIN IMMEDIATE", {}, Exception("disk I/O error"))
+        yield
+
+    monkeypatch.setattr(rt.db, "write", unavailable)
+    answer = api.post(f"/runbooks/{key}/jobs", json={})
+
+    assert answer.status_code >= 500
+    assert invoke._group_of(rt.db).waiting == []
+    with rt.db.read() as session:
+        assert session.scalar(select(func.count(Job.id))) == 0

@@ -75,6 +75,14 @@ def stored(rt, sub_id: str) -> list[tuple[Delivery, list[DeliveryAttempt]]]:
         return [(d, session.scalars(select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == d.id)).all()) for d in rows]
 
 
+def invoked_once(api, urls: list[str]) -> list[dict[str, Any]]:
+    """Subscribe each of ``urls`` to the invocations of a new runbook, invoke it once; return the subscriptions."""
+    key = runbook(api, "Watched")
+    subs = [subscribe(api, url, ["runbook.invoked"], runbooks=[key]) for url in urls]
+    start(api, key)
+    return subs
+
+
 # --- mixed outcomes in one batch ---------------------------------------------------------------------------------------
 
 
@@ -144,9 +152,7 @@ def test_a_batch_is_sent_concurrently(api, rt, receive):
         return 200
 
     receiver = receive(answer)
-    key = runbook(api, "Watched")
-    subs = [subscribe(api, f"{receiver.url}/{i}", ["runbook.invoked"], runbooks=[key]) for i in range(3)]
-    start(api, key)
+    subs = invoked_once(api, [f"{receiver.url}/{i}" for i in range(3)])
 
     DeliveryWorker(rt, worker_id="d", senders=3).run_once()
 
@@ -166,9 +172,7 @@ def test_senders_bound_the_requests_in_flight(api, rt, receive):
         return 200
 
     receiver = receive(answer)
-    key = runbook(api, "Watched")
-    subs = [subscribe(api, f"{receiver.url}/{i}", ["runbook.invoked"], runbooks=[key]) for i in range(4)]
-    start(api, key)
+    subs = invoked_once(api, [f"{receiver.url}/{i}" for i in range(4)])
 
     DeliveryWorker(rt, worker_id="d", senders=2).run_once()
 
@@ -184,7 +188,6 @@ def test_a_receiver_with_many_deliveries_due_does_not_go_first_with_all_of_them(
 
 
 def test_a_slow_receiver_does_not_hold_up_recording_the_others(api, rt, receive):
-    key = runbook(api, "Watched")
     fast_seen_recorded = threading.Event()
 
     def answer(path: str) -> int:
@@ -197,9 +200,7 @@ def test_a_slow_receiver_does_not_hold_up_recording_the_others(api, rt, receive)
         return 200
 
     receiver = receive(answer)
-    fast = subscribe(api, receiver.url + "/fast", ["runbook.invoked"], runbooks=[key])
-    slow = subscribe(api, receiver.url + "/slow", ["runbook.invoked"], runbooks=[key])
-    start(api, key)
+    fast, slow = invoked_once(api, [receiver.url + "/fast", receiver.url + "/slow"])
     deliverer = DeliveryWorker(rt, worker_id="d", senders=2)
     deliverer.record_early_after = 0.05
 
@@ -213,9 +214,7 @@ def test_a_slow_receiver_does_not_hold_up_recording_the_others(api, rt, receive)
 
 
 def test_a_leased_delivery_is_claimed_by_no_other_worker_until_its_lease_lapses(api, server, rt, clock):
-    key = runbook(api, "Watched")
-    subscribe(api, server.url + "/hook", ["runbook.invoked"], runbooks=[key])
-    start(api, key)
+    invoked_once(api, [server.url + "/hook"])
 
     first = claim_deliveries(rt, "a", 10)
     meanwhile = claim_deliveries(rt, "b", 10, probe=False)
@@ -226,9 +225,7 @@ def test_a_leased_delivery_is_claimed_by_no_other_worker_until_its_lease_lapses(
 
 
 def test_a_worker_that_lost_its_lease_sends_nothing(api, server, rt, clock, deliverer):
-    key = runbook(api, "Watched")
-    sub = subscribe(api, server.url + "/hook", ["runbook.invoked"], runbooks=[key])
-    start(api, key)
+    [sub] = invoked_once(api, [server.url + "/hook"])
     ids = claim_deliveries(rt, "a", 10)
     clock.advance(rt.settings.lease_seconds + 2 * rt.settings.delivery_timeout + 1)
     claim_deliveries(rt, "b", 10)
@@ -239,16 +236,13 @@ def test_a_worker_that_lost_its_lease_sends_nothing(api, server, rt, clock, deli
 
 
 def test_a_success_is_not_recorded_by_a_worker_that_lost_the_lease_while_sending(api, rt, receive):
-    key = runbook(api, "Watched")
-
     def answer(path: str) -> int:
         with rt.db.write() as session:  # another worker takes the delivery over while this one waits for the answer
             session.execute(update(Delivery).values(lease_owner="other"))
         return 200
 
     receiver = receive(answer)
-    subs = [subscribe(api, f"{receiver.url}/{i}", ["runbook.invoked"], runbooks=[key]) for i in range(2)]
-    start(api, key)
+    subs = invoked_once(api, [f"{receiver.url}/{i}" for i in range(2)])
 
     DeliveryWorker(rt, worker_id="d", senders=2).run_once()
 
