@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -95,14 +96,18 @@ _INSERT_JOBS = insert(_JOBS)
 _IDS = select(_JOBS.c.uuid, _JOBS.c.id).where(_JOBS.c.uuid.in_(bindparam("uuids", expanding=True, literal_execute=True)))
 # Uuids looked up per query.
 DEFAULT_UUID_CHUNK = 500
+# Every column of a job, unset: what a new job's row leaves out (started_at, message, ...) reads as None.
+_UNSET = dict.fromkeys(_JOBS.columns.keys())
 
 
-def find_runbook(session: Session, workspace_id: int, ref: str) -> RunbookHead:
+def find_runbook(reader: Session | Connection, workspace_id: int, ref: str) -> RunbookHead:
+    """The runbook ``ref`` (a key or a name) of the workspace, read with a session or a connection."""
     statement = _HEAD_BY_KEY if KEY_RE.match(ref) else _HEAD_BY_NAME
-    row = session.connection().execute(statement, {"workspace_id": workspace_id, "ref": ref}).first()
+    connection = reader.connection() if isinstance(reader, Session) else reader
+    row = connection.execute(statement, {"workspace_id": workspace_id, "ref": ref}).first()
     if row is None:
         raise NotFound(f"runbook {ref!r} not found")
-    return RunbookHead(*row, body=load_body(session, row.version_id))
+    return RunbookHead(*row, body=load_body(reader, row.version_id))
 
 
 def check_runnable(rt: Runtime, runbook: RunbookHead, *, require_callable: bool, via: str = "") -> None:
@@ -126,7 +131,7 @@ def check_runnable(rt: Runtime, runbook: RunbookHead, *, require_callable: bool,
         )
 
 
-def pin_call_tree(rt: Runtime, session: Session, root: RunbookHead, *, start_depth: int = 0) -> dict[str, int]:
+def pin_call_tree(rt: Runtime, session: Session | Connection, root: RunbookHead, *, start_depth: int = 0) -> dict[str, int]:
     """Fix the version of every runbook the root may call, refusing cycles, depth overruns and forbidden calls.
 
     Returns ``{str(runbook_id): runbook_version_id}``.
@@ -275,8 +280,11 @@ def _earlier(session: Session, request: JobRequest, digest: str | None) -> Job |
     return earlier
 
 
-def _check(rt: Runtime, session: Session, request: JobRequest) -> _Checked | Job:
-    """Run every check of an invocation; return what to insert, or the earlier job of a repeated Idempotency-Key."""
+def _check(rt: Runtime, session: Session | Connection, request: JobRequest) -> _Checked | Job:
+    """Run every check of an invocation; return what to insert, or the earlier job of a repeated Idempotency-Key.
+
+    Without an Idempotency-Key no job is loaded, and a plain connection will do.
+    """
     if request.idempotency_key and len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise InvalidInput(
             f"Idempotency-Key is {len(request.idempotency_key)} characters long; use at most {MAX_IDEMPOTENCY_KEY_LENGTH}",
@@ -311,7 +319,7 @@ def _job_fields(request: JobRequest, checked: _Checked) -> dict[str, Any]:
 
 
 def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = None,
-               then: Callable[[Session, Job], None] | None = None) -> tuple[Job, bool]:
+               then: Callable[[Session, Job], None] | None = None) -> tuple[Job | SimpleNamespace, bool]:
     """Create a queued job; return it and whether it is new (False: the Idempotency-Key matched an earlier job).
 
     On its own, the checks (runbook, parameters, call tree) run before the
@@ -320,12 +328,13 @@ def create_job(rt: Runtime, request: JobRequest, *, session: Session | None = No
     is busy are inserted together (see ``_insert_together``). A runbook
     archived in between is caught when the job starts. Given a ``session``,
     everything happens in it. ``then`` is called with the write session and a
-    new job before commit.
+    new job before commit. A job inserted together with others comes back as
+    its columns only (a namespace, not an ORM object): load it to change it.
     """
     if session is not None:
         checked = _check(rt, session, request)
         return (checked, False) if isinstance(checked, Job) else _insert(rt, session, request, checked)
-    with rt.db.read() as reader:
+    with rt.db.read() if request.idempotency_key else rt.db.connect() as reader:
         checked = _check(rt, reader, request)
     if isinstance(checked, Job):
         return checked, False
@@ -377,7 +386,7 @@ def _group_of(db: Any) -> _Group:
         return group
 
 
-def _insert_together(rt: Runtime, request: JobRequest, checked: _Checked) -> Job:
+def _insert_together(rt: Runtime, request: JobRequest, checked: _Checked) -> Job | SimpleNamespace:
     """Insert a checked job together with the others of this process that are waiting for the writer (group commit).
 
     Each waits for the write transaction; the first to get it inserts every
@@ -421,7 +430,8 @@ def _insert_together(rt: Runtime, request: JobRequest, checked: _Checked) -> Job
     if mine.failed:
         with rt.db.write() as own:
             return _insert(rt, own, request, checked)[0]
-    return Job(**mine.row)
+    # The columns as read-only attributes: building a detached ORM ``Job`` would cost more than inserting the row did.
+    return SimpleNamespace(**{**_UNSET, **mine.row})
 
 
 def create_child(rt: Runtime, session: Session, parent: Job, step: dict[str, Any], parameters: dict[str, Any], now: datetime) -> Job:

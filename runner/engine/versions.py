@@ -5,6 +5,7 @@ import threading
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..models import RunbookVersion
@@ -18,12 +19,13 @@ _cache: dict[tuple[str, int], dict[str, Any]] = {}
 _lock = threading.Lock()
 
 
-def load_body(session: Session, version_id: int) -> dict[str, Any]:
-    """Return the (read-only) body of a runbook version."""
-    key = (str(session.get_bind().url), version_id)
+def load_body(reader: Session | Connection, version_id: int) -> dict[str, Any]:
+    """Return the (read-only) body of a runbook version, read with a session or a connection."""
+    url = reader.engine.url if isinstance(reader, Connection) else reader.get_bind().url
+    key = (str(url), version_id)
     body = _cache.get(key)
     if body is None:
-        body = session.scalar(select(RunbookVersion.body).where(RunbookVersion.id == version_id))
+        body = reader.scalar(select(RunbookVersion.body).where(RunbookVersion.id == version_id))
         if body is None:
             raise LookupError(f"runbook version {version_id} does not exist")
         with _lock:

@@ -97,3 +97,23 @@ def test_invoke_builds_no_schema_per_request(api, monkeypatch):
     for _ in range(2):
         assert api.post("/runbooks/short/jobs", json={}).status_code == 202
     assert built == []
+
+
+def test_invoke_builds_and_loads_no_job_object(api):
+    """The 202 answer is shaped from the inserted row: an ORM ``Job`` costs more to build than the insert itself."""
+    from runner.models import Job
+
+    _runbook(api, "short", 1)
+    made: list[str] = []
+    listeners = {"init": lambda target, args, kwargs: made.append("built"), "load": lambda target, context: made.append("loaded")}
+    for name, listener in listeners.items():
+        event.listen(Job, name, listener)
+    try:
+        for _ in range(2):
+            answer = api.post("/runbooks/short/jobs", json={})
+            assert answer.status_code == 202
+            assert answer.json["job"]["started_at"] is None and answer.json["job"]["status"] == "queued"
+    finally:
+        for name, listener in listeners.items():
+            event.remove(Job, name, listener)
+    assert made == []

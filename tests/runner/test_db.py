@@ -1,0 +1,66 @@
+"""The store's transactions on SQLite: writers take the write lock when they begin, readers see one snapshot, forks lock apart."""
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from runner.db import Database
+
+
+def _other_connection(db_path: Path) -> sqlite3.Connection:
+    """A connection of another program: no busy timeout, so a held lock shows at once."""
+    return sqlite3.connect(db_path, timeout=0, isolation_level=None)
+
+
+def test_a_write_transaction_holds_the_write_lock_from_its_start(rt, db_path):
+    other = _other_connection(db_path)
+    with rt.db.write() as session:
+        session.connection()  # begun, nothing written yet
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+
+
+def test_a_read_connection_sees_one_snapshot_while_others_write(rt, db_path):
+    other = _other_connection(db_path)
+    count = text("SELECT count(*) FROM workspaces")
+    with rt.db.connect() as connection:
+        before = connection.execute(count).scalar_one()
+        other.execute("INSERT INTO workspaces (slug, name, created_at, runbook_counter) VALUES ('late', 'Late', '2026-01-01 00:00:00', 0)")
+        assert connection.execute(count).scalar_one() == before
+    with rt.db.connect() as connection:
+        assert connection.execute(count).scalar_one() == before + 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+
+def test_a_forked_process_takes_the_write_lock_on_a_descriptor_of_its_own(db_path):
+    """A child sharing its parent's open lock file would share its flock too, and both could write at once."""
+    db = Database(f"sqlite:///{db_path}")
+    with db.write():
+        pass  # the parent has opened its lock file
+    held, release = os.pipe(), os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            with db.write():
+                os.write(held[1], b"x")
+                os.read(release[0], 1)
+        finally:
+            os._exit(0)
+    try:
+        os.read(held[0], 1)
+        lock = db._write_lock
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(lock._descriptor(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.write(release[1], b"x")
+        os.waitpid(child, 0)
+        db.dispose()
