@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from webhooks.fanout import fan_out
@@ -23,30 +23,36 @@ __all__ = ["UNMOVED", "Outcome", "abandon", "claim", "claim_and_move", "drive", 
 log = logging.getLogger(__name__)
 
 
+# Built once: idle workers look for due jobs several times a second.
+_DUE = (Job.next_run_at <= bindparam("now"), or_(Job.lease_until.is_(None), Job.lease_until < bindparam("now")))
+_ANY_DUE = select(Job.id).where(*_DUE).limit(1)
+_DUE_IDS = select(Job.id, Job.uuid).where(*_DUE).order_by(Job.next_run_at).limit(bindparam("limit"))
+_DUE_JOBS = select(Job).where(*_DUE).order_by(Job.next_run_at).limit(bindparam("limit"))
+
+
+def _any_due(rt: Runtime, now: datetime) -> bool:
+    """A cheap look first, so idle workers do not queue for the write lock."""
+    with rt.db.connect() as connection:
+        return connection.execute(_ANY_DUE, {"now": now}).first() is not None
+
+
+def _locking(rt: Runtime, query: Any) -> Any:
+    return query.with_for_update(skip_locked=True) if rt.db.is_postgres else query
+
+
 def claim(rt: Runtime, worker_id: str, limit: int) -> list[str]:
     """Lease up to ``limit`` jobs that are due; every due job is leased by one worker at a time."""
     now = rt.clock.now()
-    due = _due(rt)
-    with rt.db.read() as session:
-        # A cheap look first, so idle workers do not queue for the write lock.
-        if session.scalar(select(Job.id).where(*due).limit(1)) is None:
-            return []
+    if not _any_due(rt, now):
+        return []
     with rt.db.write() as session:
-        query = select(Job.id, Job.uuid).where(*due).order_by(Job.next_run_at).limit(limit)
-        if rt.db.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        rows = session.execute(query).all()
+        rows = session.execute(_locking(rt, _DUE_IDS), {"now": now, "limit": limit}).all()
         if rows:
             session.execute(
                 update(Job).where(Job.id.in_([r.id for r in rows]))
                 .values(lease_owner=worker_id, lease_until=now + timedelta(seconds=rt.settings.lease_seconds))
             )
     return [r.uuid for r in rows]
-
-
-def _due(rt: Runtime) -> tuple[Any, ...]:
-    now = rt.clock.now()
-    return (Job.next_run_at <= now, or_(Job.lease_until.is_(None), Job.lease_until < now))
 
 
 class Unmoved:
@@ -72,17 +78,12 @@ def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, O
     jobs are claimed and driven one by one instead, so one broken job cannot
     hold up the others.
     """
-    with rt.db.read() as session:
-        # A cheap look first, so idle workers do not queue for the write lock.
-        if session.scalar(select(Job.id).where(*_due(rt)).limit(1)) is None:
-            return []
+    if not _any_due(rt, rt.clock.now()):
+        return []
     try:
         with rt.db.write() as session:
-            query = select(Job).where(*_due(rt)).order_by(Job.next_run_at).limit(limit)
-            if rt.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
             moved: list[tuple[str, Outcome]] = []
-            for job in session.scalars(query).all():
+            for job in session.scalars(_locking(rt, _DUE_JOBS), {"now": rt.clock.now(), "limit": limit}).all():
                 _take(rt, job, worker_id)
                 outcome = _move(rt, session, job)
                 moved.append((job.uuid, outcome))
