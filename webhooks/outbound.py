@@ -9,26 +9,15 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import certifi
-import requests
 import urllib3
 
-__all__ = ["OutboundPolicy", "OutboundRefused", "thread_session", "thread_pool"]
+__all__ = ["OutboundPolicy", "OutboundRefused", "thread_pool"]
 
 _local = threading.local()
 
 
-def thread_session() -> requests.Session:
-    """Return this thread's HTTP session for outbound calls: connections pooled per thread, proxies from the environment ignored."""
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = _local.session = requests.Session()
-        session.trust_env = False
-    return session
-
-
-
 def thread_pool() -> urllib3.PoolManager:
-    """Return this thread's bare connection pool, for the hot path of webhook deliveries (no proxies, no retries, CAs of certifi as in requests)."""
+    """Return this thread's connection pool for outbound calls (http steps, webhook deliveries): no proxies, no retries, certifi's CAs."""
     pool = getattr(_local, "pool", None)
     if pool is None:
         pool = _local.pool = urllib3.PoolManager(num_pools=32, maxsize=1, retries=False, ca_certs=certifi.where(), cert_reqs="CERT_REQUIRED")

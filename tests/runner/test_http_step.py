@@ -1,0 +1,106 @@
+"""The http step's request on the wire: headers, long answers, redirects and failures, against a real local server."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from runner.engine.http import EXCERPT_BYTES, HttpCall, perform
+from webhooks.outbound import OutboundPolicy
+
+POLICY = OutboundPolicy.from_setting("127.0.0.1")
+LONG = b"x" * (EXCERPT_BYTES * 50)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    seen: list[dict[str, Any]]
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.seen.append({"path": self.path, "headers": self.headers.items()})
+        if self.path == "/long":
+            self._send(200, LONG)
+        elif self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for _ in range(50):
+                self.wfile.write(b"%x\r\n%s\r\n" % (EXCERPT_BYTES, b"y" * EXCERPT_BYTES))
+            self.wfile.write(b"0\r\n\r\n")
+        elif self.path == "/moved":
+            self._send(302, b"", Location="/elsewhere")
+        elif self.path == "/slow":
+            time.sleep(1)
+            self._send(200, b"late")
+        else:
+            self._send(200, b'{"ok": true}')
+
+    def _send(self, status: int, body: bytes, **headers: str) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def site() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    seen: list[dict[str, Any]] = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"seen": seen}))
+    httpd.daemon_threads = True
+    httpd.handle_error = lambda request, address: None  # a client that gave up (the timeout test) is no failure
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def call(url: str, *, method: str = "GET", headers: dict[str, str] | None = None, timeout: float = 5) -> HttpCall:
+    return HttpCall(method=method, url=url, headers=headers or {}, body=None, timeout=timeout)
+
+
+def test_a_call_sends_common_client_headers_and_the_steps_own_win_whatever_their_case(site):
+    url, seen = site
+    assert perform(call(url + "/", headers={"user-agent": "probe/2", "X-Team": "payments"}), POLICY).status == 200
+    sent = seen[-1]["headers"]
+    assert [value for name, value in sent if name.lower() == "user-agent"] == ["probe/2"]
+    assert ("Accept", "*/*") in sent and ("X-Team", "payments") in sent
+
+
+@pytest.mark.parametrize("path", ["/long", "/chunked"])
+def test_a_long_answer_keeps_an_excerpt_and_the_next_call_reads_its_own_answer(site, path):
+    url, _ = site
+    result = perform(call(url + path), POLICY)
+    assert (result.status, len(result.excerpt)) == (200, EXCERPT_BYTES)
+    following = perform(call(url + "/short"), POLICY)
+    assert (following.status, following.excerpt) == (200, '{"ok": true}')
+
+
+def test_a_redirect_is_reported_not_followed(site):
+    url, seen = site
+    result = perform(call(url + "/moved"), POLICY)
+    assert (result.status, result.headers["Location"]) == (302, "/elsewhere")
+    assert [request["path"] for request in seen] == ["/moved"]
+
+
+def test_a_refused_connection_and_a_timeout_are_results_not_exceptions(site):
+    url, _ = site
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    refused = perform(call(f"http://127.0.0.1:{port}/"), POLICY)
+    assert refused.status is None and refused.error.startswith("ConnectionError:")
+    slow = perform(call(url + "/slow", timeout=0.2), POLICY)
+    assert (slow.status, slow.error) == (None, "timed out after 0.2s")
