@@ -142,11 +142,13 @@ def move_new(rt: Runtime, session: Session, job_id: int) -> NeedsCall | Blocked 
     return _move(rt, session, session.get(Job, job_id))
 
 
+_BY_UUID = select(Job).where(Job.uuid == bindparam("uuid"))
+_LEASED_PARENT = select(Job).where(Job.uuid == bindparam("uuid"), Job.lease_owner == bindparam("worker"))
+
+
 def _lock(rt: Runtime, session: Session, job_uuid: str) -> Job | None:
-    query = select(Job).where(Job.uuid == job_uuid)
-    if rt.db.is_postgres:
-        query = query.with_for_update()
-    return session.scalar(query)
+    query = _BY_UUID.with_for_update() if rt.db.is_postgres else _BY_UUID
+    return session.scalar(query, {"uuid": job_uuid})
 
 
 def _take(rt: Runtime, job: Job, worker_id: str) -> bool:
@@ -186,10 +188,8 @@ def _resume_parent(rt: Runtime, session: Session, child: Job, worker_id: str) ->
     is skipped rather than waited for; its driver then looks at it in a
     transaction of its own.
     """
-    query = select(Job).where(Job.uuid == child.parent_job_uuid, Job.lease_owner == worker_id)
-    if rt.db.is_postgres:
-        query = query.with_for_update(skip_locked=True)
-    parent = session.scalar(query)
+    query = _LEASED_PARENT.with_for_update(skip_locked=True) if rt.db.is_postgres else _LEASED_PARENT
+    parent = session.scalar(query, {"uuid": child.parent_job_uuid, "worker": worker_id})
     if parent is None or parent.status != JobStatus.WAITING.value:
         return None
     return _advance(rt, session, parent)

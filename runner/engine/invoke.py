@@ -18,14 +18,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidInput, NotFound, RunnerError
-from ..models import Job, Runbook, RunbookStatus, RunbookVersion
+from ..models import Job, Runbook, RunbookStatus
 from ..runtime import JOBS_DUE, Runtime
 from ..services import audit
 from ..services.params import validate_values
 from ..services.runbooks import KEY_RE
 from .events import record
 from .states import JobStatus
-from .versions import load_body
+from .versions import load_body, load_version
 
 __all__ = ["Trigger", "JobRequest", "RunbookHead", "create_job", "create_child", "create_or_stop", "pin_call_tree", "request_hash",
            "find_runbook", "check_runnable", "job_row", "record_created", "insert_jobs"]
@@ -443,8 +443,7 @@ def create_child(rt: Runtime, session: Session, parent: Job, step: dict[str, Any
     if parent.depth + 1 > rt.settings.max_call_depth:
         raise InvalidInput(f"calling {ref!r} would nest deeper than the maximum of {rt.settings.max_call_depth}")
     version_id = parent.pins[str(child.id)]
-    version = session.scalar(select(RunbookVersion.version).where(RunbookVersion.id == version_id))
-    body = load_body(session, version_id)
+    version, body = load_version(session, version_id)
     try:
         values = validate_values(body["parameters"], parameters)
     except RunnerError as exc:

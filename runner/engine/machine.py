@@ -76,6 +76,10 @@ class Blocked:
 _CONTINUE = object()
 # Built once: every job start reads its runbook's lifecycle status.
 _RUNBOOK_STATUS = select(Runbook.__table__.c.status).where(Runbook.__table__.c.id == bindparam("id"))
+_JOBS = Job.__table__
+# A child that ended makes its waiting parent due (a plain statement: no flush, no ORM bookkeeping).
+_WAKE_PARENT = update(_JOBS).where(_JOBS.c.uuid == bindparam("parent"), _JOBS.c.status == JobStatus.WAITING.value,
+                                   _JOBS.c.waiting_for == Waiting.CHILD.value).values(next_run_at=bindparam("now"))
 
 
 def needs_approval(step: dict[str, Any], environment: str, approval_environments: list[str]) -> bool:
@@ -359,11 +363,7 @@ class Machine:
         job.pause_requested = False
         metrics.JOBS_FINISHED.labels(target.value).inc()
         if job.parent_job_uuid:
-            self.session.execute(
-                update(Job).where(Job.uuid == job.parent_job_uuid, Job.status == JobStatus.WAITING.value,
-                                  Job.waiting_for == Waiting.CHILD.value).values(next_run_at=self.now),
-                execution_options={"synchronize_session": False},
-            )
+            self.session.connection().execute(_WAKE_PARENT, {"parent": job.parent_job_uuid, "now": self.now})
             self.session.info[JOBS_DUE] = True
         if target is not JobStatus.SUCCEEDED:
             self._end_children(StopReason.PARENT_ABORTED if ended_by is EndedBy.PERSON and target is JobStatus.CANCELLED

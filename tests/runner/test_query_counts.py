@@ -117,3 +117,20 @@ def test_invoke_builds_and_loads_no_job_object(api):
         for name, listener in listeners.items():
             event.remove(Job, name, listener)
     assert made == []
+
+
+def test_a_called_runbooks_version_is_read_once_per_process(api, rt, worker):
+    """A saved version never changes: the second call tree reads no runbook_versions row."""
+    _runbook(api, "child", 1)
+    body = {"name": "parent", "title": "parent", "callable": True,
+            "steps": [{"title": "Run the child", "action": {"type": "runbook", "runbook": "child", "wait": False}}]}
+    assert api.post("/runbooks", json=body).status_code == 201
+    assert api.post("/runbooks/parent/publish").status_code == 200
+    reads = []
+    for _ in range(2):
+        with counting(rt.db.engine) as statements:
+            uuid = api.post("/runbooks/parent/jobs", json={}).get_json()["job"]["uuid"]
+            worker.run_until_idle()
+        assert api.get(f"/jobs/{uuid}").get_json()["summary"]["children"]
+        reads.append([sql for sql, _, _ in statements if "FROM runbook_versions" in sql])
+    assert reads[1] == [], reads
