@@ -46,12 +46,26 @@ _INSERT_EVENTS = insert(_EVENTS)
 _INSERT_EVENTS_RETURNING_KEYS = insert(_EVENTS).returning(_EVENTS.c.id, _EVENTS.c.job_id, _EVENTS.c.seq)
 _INSERT_EVENTS_IN_ORDER = insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
 _INSERT_DELIVERIES = insert(Delivery.__table__)
-_LIVE_SUBSCRIPTIONS = select(_SUBSCRIPTIONS.c.id, _SUBSCRIPTIONS.c.event_types, _SUBSCRIPTIONS.c.runbooks).where(
+_LIVE_SUBSCRIPTIONS = select(_SUBSCRIPTIONS.c.id, _SUBSCRIPTIONS.c.event_types, _SUBSCRIPTIONS.c.runbooks,
+                             _SUBSCRIPTIONS.c.expires_at).where(
     _SUBSCRIPTIONS.c.workspace_id == bindparam("workspace_id"),
     _SUBSCRIPTIONS.c.status == ACTIVE,
     _SUBSCRIPTIONS.c.deleted_at.is_(None),
     or_(_SUBSCRIPTIONS.c.expires_at.is_(None), _SUBSCRIPTIONS.c.expires_at > bindparam("now")),
 )
+
+
+# Key in ``session.info``: the live subscriptions this transaction read, per workspace. A transaction that moves a
+# job it created fans out twice (before the move and at commit), and the second needs no second look.
+_READ_SUBSCRIPTIONS = "rbm_read_subscriptions"
+
+
+def _live_subscriptions(session: Session, connection: Any, workspace_id: int, now: datetime) -> list[Any]:
+    read = session.info.setdefault(_READ_SUBSCRIPTIONS, {})
+    rows = read.get(workspace_id)
+    if rows is None:
+        rows = read[workspace_id] = connection.execute(_LIVE_SUBSCRIPTIONS, {"workspace_id": workspace_id, "now": now}).all()
+    return [row for row in rows if row.expires_at is None or row.expires_at > now]
 
 
 def fan_out(session: Session) -> None:
@@ -66,7 +80,7 @@ def fan_out(session: Session) -> None:
         by_workspace[row["workspace_id"]].append(row)
     wanted: list[tuple[dict[str, Any], list[Any]]] = []
     for workspace_id, batch in by_workspace.items():
-        subscriptions = connection.execute(_LIVE_SUBSCRIPTIONS, {"workspace_id": workspace_id, "now": batch[-1]["created_at"]}).all()
+        subscriptions = _live_subscriptions(session, connection, workspace_id, batch[-1]["created_at"])
         for row in batch:
             matching = [s for s in subscriptions if matches(s, row["type"], row["runbook_key"])]
             if matching:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from ..errors import Conflict, InvalidInput, NotFound, RunnerError
 from ..models import Job, Runbook, RunbookStatus
@@ -96,6 +96,8 @@ _INSERT_JOBS = insert(_JOBS)
 _IDS = select(_JOBS.c.uuid, _JOBS.c.id).where(_JOBS.c.uuid.in_(bindparam("uuids", expanding=True, literal_execute=True)))
 # Uuids looked up per query.
 DEFAULT_UUID_CHUNK = 500
+# Key in ``session.info``: the jobs created in the transaction.
+_NEW_JOBS = "rbm_new_jobs"
 # Every column of a job, unset: what a new job's row leaves out (started_at, message, ...) reads as None.
 _UNSET = dict.fromkeys(_JOBS.columns.keys())
 
@@ -233,10 +235,19 @@ def record_created(rt: Runtime, session: Session, job: Any, trigger: Trigger, no
 
 
 def _new_job(rt: Runtime, session: Session, *, now: datetime, **fields: Any) -> Job:
-    """Insert a queued job (see ``job_row``) and record its creation; return it (detached: load it to change it in this session)."""
+    """Insert a queued job (see ``job_row``) and record its creation; return it, persistent in ``session``.
+
+    The object is built from the row just inserted and handed to the session as if loaded, so moving the
+    job next in this transaction reads nothing back.
+    """
     values = job_row(rt, now=now, **fields)
     [job_id] = insert_jobs(rt, session, [values], [fields["trigger"]], now)
-    return Job(id=job_id, **values)
+    job = Job(**{**_UNSET, **values, "id": job_id})
+    make_transient_to_detached(job)
+    session.add(job)
+    # The session holds clean objects weakly; keep the new job for the transaction, or it may be read back after all.
+    session.info.setdefault(_NEW_JOBS, []).append(job)
+    return job
 
 
 def insert_jobs(rt: Runtime, session: Session, rows: list[dict[str, Any]], triggers: Sequence[Trigger], now: datetime) -> list[int]:

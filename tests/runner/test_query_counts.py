@@ -134,3 +134,27 @@ def test_a_called_runbooks_version_is_read_once_per_process(api, rt, worker):
         assert api.get(f"/jobs/{uuid}").get_json()["summary"]["children"]
         reads.append([sql for sql, _, _ in statements if "FROM runbook_versions" in sql])
     assert reads[1] == [], reads
+
+
+def test_a_transaction_looks_its_subscriptions_up_once(api, rt):
+    """Creating a job and moving it in one transaction fans events out twice, from one look at the subscriptions."""
+    _runbook(api, "short", 1)
+    with counting(rt.db.engine) as statements:
+        answer = api.post("/runbooks/short/jobs", json={"wait": 0.05})
+    assert (answer.status_code, answer.json["job"]["status"]) == (202, "waiting")
+    assert len([sql for sql, _, _ in statements if "FROM subscriptions" in sql]) == 1
+    assert len([sql for sql, _, _ in statements if sql.startswith("INSERT INTO events")]) == 2
+
+
+def test_a_job_created_and_moved_in_one_transaction_is_not_read_back(api, rt, server):
+    """The parent and the child it starts are moved right after their inserts, from the rows just written."""
+    _runbook(api, "child", 1)
+    steps = [{"title": "Call", "action": {"type": "http", "url": server.url + "/ok"}},
+             {"title": "Run the child", "action": {"type": "runbook", "runbook": "child"}}]
+    assert api.post("/runbooks", json={"name": "parent", "title": "parent", "callable": True, "steps": steps}).status_code == 201
+    assert api.post("/runbooks/parent/publish").status_code == 200
+    with counting(rt.db.engine) as statements:
+        answer = api.post("/runbooks/parent/jobs", json={"wait": 0.2})
+    assert (answer.status_code, answer.json["job"]["status"]) == (202, "waiting")
+    assert server.hits["/ok"] == 1
+    assert [sql for sql, _, _ in statements if "FROM jobs" in sql and "WHERE jobs.id = ?" in sql] == []
