@@ -117,7 +117,9 @@ def job_to_dict(rt: Runtime, session: Session, job: Job, *, with_steps: bool = T
         "actual_minutes": _minutes(job.started_at, job.ended_at or now) if job.started_at else None,
         "eta": None,
         "rollback_notes": [],
-        "children": [c for c in session.scalars(select(Job.uuid).where(Job.parent_job_uuid == job.uuid).order_by(Job.id))],
+        # Only a runbook step starts a child: a job whose version has none has none to look up.
+        "children": [c for c in session.scalars(select(Job.uuid).where(Job.parent_job_uuid == job.uuid).order_by(Job.id))]
+        if any(step["action"]["type"] == "runbook" for step in body["steps"]) else [],
     }
     if job.ended_at is None:
         remaining = 0.0

@@ -59,6 +59,8 @@ def test_get_job_statements_do_not_grow_with_steps(api, rt, worker):
             assert api.get(f"/jobs/{uuid}").status_code == 200
         counts[name] = len(statements)
     assert counts["short"] == counts["long"] <= GET_JOB_STATEMENTS, counts
+    # Neither runbook calls another, so neither job can have children to look up.
+    assert not [sql for sql, _, _ in statements if "WHERE jobs.parent_job_uuid" in sql]
 
 
 def test_running_jobs_scans_no_table_that_grows(api, rt, worker):
