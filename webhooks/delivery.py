@@ -36,7 +36,7 @@ from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 from .backoff import compute_backoff
 from .classify import Classification, Verdict, classify_response
 from .fanout import ACTIVE, RUNBOOK_INVOKED, WAKE_FLOW_JOBS, describe_target, wake_flow_job
-from .outbound import OutboundPolicy, OutboundRefused, thread_pool
+from .outbound import SEND_ERRORS, OutboundPolicy, OutboundRefused, describe_send_error, thread_pool
 from .signing import signed_headers
 
 __all__ = ["DeliveryWorker", "claim_deliveries", "send_deliveries", "delivery_body"]
@@ -131,12 +131,8 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, policy
         # urllib3 directly: a signed POST costs about half the CPU it costs through requests.
         response = thread_pool().request("POST", url, body=body, headers=headers, timeout=urllib3.Timeout(connect=timeout, read=timeout),
                                          retries=False, redirect=False)
-    except urllib3.exceptions.NewConnectionError as exc:  # a subclass of the timeout errors, but a refusal
-        return _Outcome(error=f"ConnectionError: {exc}", latency_ms=(time.perf_counter() - started) * 1000)
-    except urllib3.exceptions.TimeoutError:
-        return _Outcome(error=f"timed out after {timeout:g}s", latency_ms=(time.perf_counter() - started) * 1000)
-    except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-        return _Outcome(error=f"{exc.__class__.__name__}: {exc}", latency_ms=(time.perf_counter() - started) * 1000)
+    except SEND_ERRORS as exc:
+        return _Outcome(error=describe_send_error(exc, timeout), latency_ms=(time.perf_counter() - started) * 1000)
     latency = (time.perf_counter() - started) * 1000
     return _Outcome(status=response.status, headers=dict(response.headers), excerpt=_excerpt(response.data, response.headers.get("Content-Type")),
                     latency_ms=latency)

@@ -11,9 +11,22 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 
-__all__ = ["OutboundPolicy", "OutboundRefused", "thread_pool"]
+__all__ = ["OutboundPolicy", "OutboundRefused", "thread_pool", "SEND_ERRORS", "describe_send_error"]
 
 _local = threading.local()
+
+
+# What sending through ``thread_pool`` may raise instead of answering (bad URLs surface as ValueError).
+SEND_ERRORS = (urllib3.exceptions.HTTPError, OSError, ValueError)
+
+
+def describe_send_error(exc: BaseException, timeout: float) -> str:
+    """Say why a request through ``thread_pool`` got no answer, as step outputs and delivery attempts record it."""
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # a subclass of the timeout errors, but a refusal
+        return f"ConnectionError: {exc}"
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return f"timed out after {timeout:g}s"
+    return f"{exc.__class__.__name__}: {exc}"
 
 
 def thread_pool() -> urllib3.PoolManager:

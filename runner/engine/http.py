@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import urllib3
 from urllib3 import HTTPHeaderDict
 
-from webhooks.outbound import OutboundPolicy, OutboundRefused, thread_pool
+from webhooks.outbound import SEND_ERRORS, OutboundPolicy, OutboundRefused, describe_send_error, thread_pool
 
 from ..services.params import render, render_value
 
@@ -92,12 +92,8 @@ def perform(call: HttpCall, policy: OutboundPolicy) -> HttpResult:
         # urllib3 directly, as webhook deliveries do: through requests a call costs about twice the CPU.
         response = thread_pool().urlopen(call.method, call.url, body=data, headers=headers, redirect=False, retries=False,
                                          timeout=urllib3.Timeout(connect=call.timeout, read=call.timeout), preload_content=False)
-    except urllib3.exceptions.NewConnectionError as exc:  # a subclass of the timeout errors, but a refusal
-        return HttpResult(error=f"ConnectionError: {exc}", latency_ms=(time.perf_counter() - started) * 1000)
-    except urllib3.exceptions.TimeoutError:
-        return HttpResult(error=f"timed out after {call.timeout:g}s", latency_ms=(time.perf_counter() - started) * 1000)
-    except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-        return HttpResult(error=f"{exc.__class__.__name__}: {exc}", latency_ms=(time.perf_counter() - started) * 1000)
+    except SEND_ERRORS as exc:
+        return HttpResult(error=describe_send_error(exc, call.timeout), latency_ms=(time.perf_counter() - started) * 1000)
     try:
         length = int(response.headers.get("Content-Length", "-1"))
     except ValueError:
