@@ -16,11 +16,12 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy import Table, create_engine, event, insert
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy.sql.expression import Executable
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database"]
+__all__ = ["Database", "execute_many", "insert_rows"]
 
 # How long a SQLite writer waits for the write lock before giving up (milliseconds).
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -178,3 +179,79 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn) -> None:  # noqa: ANN001
         # Straight to the driver: every transaction starts here, and a statement through SQLAlchemy costs several times more.
         conn.connection.driver_connection.execute(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+class _Prepared:
+    """A statement compiled once for a dialect and a set of row keys, with each parameter's value conversion looked up once."""
+
+    def __init__(self, statement: Executable, keys: tuple[str, ...], dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+        self.positional = compiled.positional
+        self.names = list(compiled.positiontup or ()) if self.positional else list(binds)
+        # Python-side column defaults, constants in the statement and expanding IN lists are SQLAlchemy's to handle.
+        self.usable = (not compiled.insert_prefetch and not compiled.update_prefetch and not compiled.literal_execute_params
+                       and all(binds[name].key in keys and not binds[name].expanding for name in self.names))
+        self.sql = compiled.string
+        self.columns = [(binds[name].key, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in self.names] \
+            if self.usable else []
+
+    def parameters(self, rows: list[dict[str, Any]]) -> list[Any]:
+        """The rows as the driver takes them; a value repeated down a column (the batch's timestamp) is converted once."""
+        converted: list[list[Any]] = []
+        for key, process in self.columns:
+            values = [row[key] for row in rows]
+            if process is not None:
+                last_in: Any = object()
+                last_out: Any = None
+                out = []
+                for value in values:
+                    if value is not last_in:
+                        last_in, last_out = value, process(value)
+                    out.append(last_out)
+                values = out
+            converted.append(values)
+        if self.positional:
+            return list(zip(*converted, strict=True))
+        return [dict(zip(self.names, values, strict=True)) for values in zip(*converted, strict=True)]
+
+
+_prepared: dict[tuple[str, Executable, tuple[str, ...]], _Prepared] = {}
+_inserts: dict[Table, Executable] = {}
+
+
+def execute_many(connection: Connection, statement: Executable, rows: list[dict[str, Any]]) -> None:
+    """Run ``statement`` once per row with one executemany, converting the values without SQLAlchemy's per-row parameter handling.
+
+    A burst of cron ticks inserts thousands of jobs, events and audit entries:
+    there, building each row's parameters through the compiled statement cost
+    about as much as the database's own work. Rows must share the first row's
+    keys, as with ``connection.execute(statement, rows)``, which is used instead
+    when the statement needs what only SQLAlchemy does per row (a Python-side
+    column default, a constant or an IN list among its parameters) or a row
+    lacks one of those keys.
+    """
+    if not rows:
+        return
+    keys = tuple(rows[0])
+    cache_key = (connection.dialect.name, statement, keys)
+    prepared = _prepared.get(cache_key)
+    if prepared is None:
+        prepared = _prepared[cache_key] = _Prepared(statement, keys, connection.dialect)
+    if prepared.usable:
+        try:
+            parameters = prepared.parameters(rows)
+        except KeyError:
+            parameters = None
+        if parameters is not None:
+            connection.exec_driver_sql(prepared.sql, parameters)
+            return
+    connection.execute(statement, rows)
+
+
+def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows into ``table`` with ``execute_many``."""
+    statement = _inserts.get(table)
+    if statement is None:
+        statement = _inserts[table] = insert(table)
+    execute_many(connection, statement, rows)

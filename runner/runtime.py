@@ -58,12 +58,16 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     tokens: TTLCache = field(init=False)
     signals: dict[str, threading.Event] = field(init=False)
+    # Set while this process's scheduler fires a burst of ticks (more than one batch): the job workers of the process
+    # start no job until it is done, so that the burst is fired first and its last jobs are not created late.
+    firing_burst: threading.Event = field(init=False)
 
     def __post_init__(self) -> None:
         from webhooks.fanout import CREATED_DELIVERIES, fan_out
 
         self.tokens = TTLCache(self.settings.token_cache_seconds)
         self.signals = {JOBS_DUE: threading.Event(), DELIVERIES_DUE: threading.Event()}
+        self.firing_burst = threading.Event()
         from .services import audit
 
         for callback in (audit.flush, fan_out):

@@ -25,9 +25,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import urllib3
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from runner import metrics
+from runner.db import insert_rows
 from runner.engine.events import emit_workspace
 from runner.engine.worker import LeasedWorker
 from runner.models import Delivery, DeliveryAttempt, Event, Subscription
@@ -250,7 +251,6 @@ _SUCCEED = (
             next_attempt_at=None, completed_at=bindparam("now"), lease_owner=None, lease_until=None)
     .returning(_D.c.id, _D.c.subscription_id, _D.c.event_type, _D.c.job_id)
 )
-_LOG_ATTEMPTS = insert(_A)
 _RESET_STREAKS = update(_S).where(_S.c.id.in_(bindparam("ids", expanding=True)), _S.c.failure_streak != 0).values(failure_streak=0)
 def _record_successes(rt: Runtime, session: Any, worker_id: str, by_status: dict[int, list[tuple[str, _Outcome]]]) -> list[str]:
     """Mark succeeded, log the attempts of, and reset the failure streaks behind the deliveries still leased; return their ids."""
@@ -272,7 +272,7 @@ def _record_successes(rt: Runtime, session: Any, worker_id: str, by_status: dict
                 flow_job_ids.add(row.job_id)
     if not attempts:
         return []
-    connection.execute(_LOG_ATTEMPTS, attempts)
+    insert_rows(connection, _A, attempts)
     connection.execute(_RESET_STREAKS, {"ids": sorted(subscription_ids)})
     if flow_job_ids:
         connection.execute(WAKE_FLOW_JOBS, {"ids": sorted(flow_job_ids), "now": now})

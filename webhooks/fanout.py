@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from runner.db import insert_rows
 from runner.models import Delivery, Event, Job, Subscription
 
 __all__ = ["PENDING_EVENTS", "fan_out", "new_message_id", "matches", "flow_delivery_state", "ACTIVE", "wake_flow_job", "WAKE_FLOW_JOBS"]
@@ -42,10 +43,8 @@ def matches(subscription: Any, event_type: str, runbook_key: str | None) -> bool
 _SUBSCRIPTIONS = Subscription.__table__
 # Built once: these run in every transaction that writes events.
 _EVENTS = Event.__table__
-_INSERT_EVENTS = insert(_EVENTS)
 _INSERT_EVENTS_RETURNING_KEYS = insert(_EVENTS).returning(_EVENTS.c.id, _EVENTS.c.job_id, _EVENTS.c.seq)
 _INSERT_EVENTS_IN_ORDER = insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
-_INSERT_DELIVERIES = insert(Delivery.__table__)
 _LIVE_SUBSCRIPTIONS = select(_SUBSCRIPTIONS.c.id, _SUBSCRIPTIONS.c.event_types, _SUBSCRIPTIONS.c.runbooks,
                              _SUBSCRIPTIONS.c.expires_at).where(
     _SUBSCRIPTIONS.c.workspace_id == bindparam("workspace_id"),
@@ -87,7 +86,7 @@ def fan_out(session: Session) -> None:
                 wanted.append((row, matching))
     if not wanted:
         # Nobody listens: the events go in with one statement, their ids unneeded.
-        connection.execute(_INSERT_EVENTS, rows)
+        insert_rows(connection, _EVENTS, rows)
         return
     ids = _insert_numbered(connection, rows)
     deliveries = [
@@ -96,7 +95,7 @@ def fan_out(session: Session) -> None:
          "created_at": row["created_at"]}
         for row, matching in wanted for subscription in matching
     ]
-    connection.execute(_INSERT_DELIVERIES, deliveries)
+    insert_rows(connection, Delivery.__table__, deliveries)
     session.info[CREATED_DELIVERIES] = len(deliveries)
 
 

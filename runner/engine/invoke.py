@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from ..db import insert_rows
 from ..errors import Conflict, InvalidInput, NotFound, RunnerError
 from ..models import Job, Runbook, RunbookStatus
 from ..runtime import JOBS_DUE, Runtime
@@ -92,7 +93,6 @@ _INSERT_JOB = insert(_JOBS).returning(_JOBS.c.id)
 # psycopg re-parses per page (about 0.2 ms of CPU per job), and without a sentinel column SQLite would sort it one row
 # at a time. The uuids are rendered inline: PostgreSQL then plans with the values instead of reusing, once psycopg
 # prepared the statement, a generic plan that compares every row with every parameter.
-_INSERT_JOBS = insert(_JOBS)
 _IDS = select(_JOBS.c.uuid, _JOBS.c.id).where(_JOBS.c.uuid.in_(bindparam("uuids", expanding=True, literal_execute=True)))
 # Uuids looked up per query.
 DEFAULT_UUID_CHUNK = 500
@@ -256,7 +256,7 @@ def insert_jobs(rt: Runtime, session: Session, rows: list[dict[str, Any]], trigg
     if len(rows) == 1:
         ids = {rows[0]["uuid"]: connection.execute(_INSERT_JOB, rows[0]).scalar_one()}
     else:
-        connection.execute(_INSERT_JOBS, rows)
+        insert_rows(connection, _JOBS, rows)
         ids = {}
         for first in range(0, len(rows), DEFAULT_UUID_CHUNK):
             ids.update(connection.execute(_IDS, {"uuids": [values["uuid"] for values in rows[first:first + DEFAULT_UUID_CHUNK]]}).all())

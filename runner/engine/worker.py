@@ -173,7 +173,9 @@ class JobWorker(LeasedWorker):
         return super().run_once(limit or self.threads * self.loop_batch)
 
     def claim(self, limit: int) -> list[tuple[str, Outcome]]:
-        """Lease due jobs and move each as far as the database allows."""
+        """Lease due jobs and move each as far as the database allows (none while this process fires a burst of ticks)."""
+        if self.rt.firing_burst.is_set():
+            return []
         return claim_and_move(self.rt, self.worker_id, limit)
 
     def process(self, items: list[tuple[str, Outcome]]) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 
+from ..db import execute_many
 from ..engine.bulk import create_many, prepare_many
 from ..engine.invoke import JobRequest, Trigger, create_or_stop
 from ..models import Job, Runbook, RunbookStatus, Schedule
@@ -129,8 +130,8 @@ def _fire_batch(rt: Runtime, session: Session, ticks: list[Tick]) -> list[str | 
         uuids = create_many(rt, session, requests)
         for (index, _, _), job_uuid in zip(fired, uuids, strict=True):
             started[index] = job_uuid
-        connection.execute(_FIRED, [{"schedule_id": schedule_id, "fired_at": run_time, "job_uuid": job_uuid}
-                                    for (_, schedule_id, run_time), job_uuid in zip(fired, uuids, strict=True)])
+        execute_many(connection, _FIRED, [{"schedule_id": schedule_id, "fired_at": run_time, "job_uuid": job_uuid}
+                                          for (_, schedule_id, run_time), job_uuid in zip(fired, uuids, strict=True)])
     return started
 
 

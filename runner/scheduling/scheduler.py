@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..config import Settings
 from ..models import Schedule
-from ..runtime import Runtime
+from ..runtime import JOBS_DUE, Runtime
 from . import cron
 from .firing import Tick, fire, fire_many, prepare_ticks
 from .store import RememberingJobStore
@@ -169,8 +169,18 @@ class ScheduleRunner:
         self.sync(now)
         ticks, advanced, finished = self._due(now, warn=True)
         started: list[str] = []
-        for first in range(0, len(ticks), DEFAULT_FIRE_BATCH):
-            started += fire_many(self.rt, ticks[first:first + DEFAULT_FIRE_BATCH])
+        burst = len(ticks) > DEFAULT_FIRE_BATCH
+        if burst:
+            # The job workers of this process wait for the whole burst: starting its first jobs meanwhile would
+            # only make its last ones later (one interpreter, one SQLite writer).
+            self.rt.firing_burst.set()
+        try:
+            for first in range(0, len(ticks), DEFAULT_FIRE_BATCH):
+                started += fire_many(self.rt, ticks[first:first + DEFAULT_FIRE_BATCH])
+        finally:
+            if burst:
+                self.rt.firing_burst.clear()
+                self.rt.signals[JOBS_DUE].set()
         self._store_next_run_times(advanced)
         for job in finished:
             self.store.remove_job(job.id)

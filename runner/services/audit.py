@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..auth import Action, Actor, require
 from ..clock import Clock
+from ..db import insert_rows
 from ..models import AuditEntry
 from ..runtime import Runtime
 from .pagination import cut_page, decode_cursor
@@ -39,14 +40,13 @@ def record(
     })
 
 
-_INSERT = insert(AuditEntry.__table__)
 
 
 def flush(session: Session) -> None:
     """Insert the transaction's audit entries in one statement (called just before commit)."""
     rows = session.info.pop(PENDING_AUDIT, [])
     if rows:
-        session.connection().execute(_INSERT, rows)
+        insert_rows(session.connection(), AuditEntry.__table__, rows)
 
 
 def entry_to_dict(entry: AuditEntry) -> dict[str, Any]:

@@ -1,7 +1,15 @@
 """Builders the runner tests share: valid runbook bodies and a one-call create."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
+
+from runner.config import Settings
+from tests import pg
+from tests.conftest import TEST_SETTINGS
 
 # Two clean steps: no lint warning fires on them.
 CLEAN_STEPS: list[dict[str, Any]] = [
@@ -32,3 +40,16 @@ def audit_entries(api: Any, **query: Any) -> list[dict[str, Any]]:
     response = api.get("/audit", query_string={"limit": 200, **query})
     assert response.status_code == 200, response.get_json()
     return response.get_json()["items"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings_on_each_store(request: pytest.FixtureRequest, db_path: Path, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on SQLite, then on a fresh PostgreSQL database: a module that names this its ``settings`` runs every test on both."""
+    url = f"sqlite:///{db_path}"
+    name = None
+    if request.param == "postgres":
+        name = pg.create_database(template=request.getfixturevalue("pg_template"))
+        url = pg.url_of(name)
+    yield Settings.from_env({}, database_url=url, var_dir=str(tmp_path / "var"), **TEST_SETTINGS)
+    if name is not None:
+        pg.drop_database(name)

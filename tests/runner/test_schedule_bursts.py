@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,30 +10,20 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from runner.clock import ManualClock
-from runner.config import Settings
+from runner.engine.worker import JobWorker
 from runner.models import AuditEntry, Event, Job, Schedule
 from runner.runtime import JOBS_DUE, Runtime
 from runner.scheduling import firing
 from runner.scheduling.scheduler import APSCHEDULER_TABLE, ScheduleRunner
-from tests import pg
-from tests.conftest import TEST_SETTINGS, Api
-from tests.runner.helpers import create_runbook
+from tests.conftest import Api
+from tests.runner.helpers import create_runbook, settings_on_each_store
 from tests.runner.test_schedules import PARAMS, START, UTC, at, create_schedule, jobs
 
 TICK = at(2026, 3, 2, 13, 0)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def settings(request: pytest.FixtureRequest, db_path: Path, tmp_path: Path) -> Iterator[Settings]:
-    """Every test here runs on SQLite and on PostgreSQL: the batch statements differ in how each database runs them."""
-    url = f"sqlite:///{db_path}"
-    name = None
-    if request.param == "postgres":
-        name = pg.create_database(template=request.getfixturevalue("pg_template"))
-        url = pg.url_of(name)
-    yield Settings.from_env({}, database_url=url, var_dir=str(tmp_path / "var"), **TEST_SETTINGS)
-    if name is not None:
-        pg.drop_database(name)
+# Every test here runs on SQLite and on PostgreSQL: the batch statements differ in how each database runs them.
+settings = settings_on_each_store
 
 
 @pytest.fixture
@@ -231,3 +219,44 @@ def test_the_loop_wakes_when_the_next_tick_falls_due(api, key, rt, clock, now, e
     clock.set(now)
 
     assert runner._prepare_and_wait() == pytest.approx(expected_wait)
+
+
+def _claims_while_firing(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> tuple[JobWorker, list[list[Any]]]:
+    """A job worker of the runtime, and what it claims right after each batch of ticks is fired."""
+    worker = JobWorker(rt, threads=1)
+    claimed: list[list[Any]] = []
+    fire_many = firing.fire_many
+
+    def fire_and_claim(runtime: Runtime, ticks: list[firing.Tick]) -> list[str]:
+        started = fire_many(runtime, ticks)
+        claimed.append(worker.claim(10))
+        return started
+
+    monkeypatch.setattr("runner.scheduling.scheduler.fire_many", fire_and_claim)
+    return worker, claimed
+
+
+def test_the_job_workers_of_the_process_start_a_burst_once_it_is_all_fired(api, key, rt, clock, monkeypatch):
+    monkeypatch.setattr("runner.scheduling.scheduler.DEFAULT_FIRE_BATCH", 2)
+    for _ in range(5):
+        create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    worker, claimed = _claims_while_firing(rt, monkeypatch)
+    rt.signals[JOBS_DUE].clear()
+
+    assert len(runner.tick(TICK)) == 5
+
+    assert claimed == [[], [], []]
+    assert not rt.firing_burst.is_set() and rt.signals[JOBS_DUE].is_set()
+    assert worker.run_until_idle() == 5
+
+
+def test_ticks_that_fit_one_batch_do_not_hold_the_job_workers(api, key, rt, clock, monkeypatch):
+    for _ in range(2):
+        create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    _, claimed = _claims_while_firing(rt, monkeypatch)
+
+    runner.tick(TICK)
+
+    assert [len(batch) for batch in claimed] == [2]
