@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from runner.db import insert_rows
 from runner.models import Delivery, Event, Job, Subscription
 
-__all__ = ["PENDING_EVENTS", "fan_out", "new_message_id", "matches", "flow_delivery_state", "ACTIVE", "wake_flow_job", "WAKE_FLOW_JOBS"]
+__all__ = ["PENDING_EVENTS", "fan_out", "new_message_id", "matches", "flow_delivery_state", "read_flow_deliveries", "ACTIVE", "wake_flow_job", "WAKE_FLOW_JOBS"]
 
 # Key in ``session.info`` under which ``runner.engine.events.emit`` lists the events of the transaction.
 PENDING_EVENTS = "rbm_pending_events"
@@ -124,13 +124,35 @@ _FLOW_DELIVERIES = (
 )
 
 
+# The same for a batch of jobs, and the key in ``session.info`` under which their rows wait for ``flow_delivery_state``.
+_FLOW_DELIVERIES_OF_JOBS = (
+    select(_DELIVERIES.c.job_id, *_FLOW_DELIVERIES.selected_columns).select_from(_FLOW_DELIVERIES.get_final_froms()[0])
+    .where(_DELIVERIES.c.job_id.in_(bindparam("job_ids", expanding=True)), _DELIVERIES.c.event_type == RUNBOOK_INVOKED,
+           _SUBSCRIPTIONS.c.runbooks.is_not(None))
+)
+_READ_FLOW_DELIVERIES = "rbm_flow_deliveries"
+
+
+def read_flow_deliveries(session: Session, job_ids: list[int]) -> None:
+    """Look up the flow deliveries of several step-less jobs about to finish with one query; ``flow_delivery_state`` uses them once."""
+    if not job_ids:
+        return
+    read: dict[int, list[Any]] = session.info.setdefault(_READ_FLOW_DELIVERIES, {})
+    found: dict[int, list[Any]] = {job_id: [] for job_id in job_ids}
+    for row in session.connection().execute(_FLOW_DELIVERIES_OF_JOBS, {"job_ids": sorted(found)}):
+        found[row.job_id].append(row)
+    read.update(found)
+
+
 def flow_delivery_state(session: Session, job: Job) -> tuple[str, Any]:
     """For a flow-backed job: "none" (no Runbook Action subscriber), "pending", "succeeded" or "failed" (with that delivery).
 
     The delivery is a row with the delivery's ``id``, ``status``, ``subscription_id``, ``attempts``,
     ``last_status`` and ``last_error``.
     """
-    rows = session.connection().execute(_FLOW_DELIVERIES, {"job_id": job.id}).all()
+    rows = session.info.get(_READ_FLOW_DELIVERIES, {}).pop(job.id, None)
+    if rows is None:
+        rows = session.connection().execute(_FLOW_DELIVERIES, {"job_id": job.id}).all()
     deliveries = [row for row in rows if job.runbook_key in (row.runbooks or [])]
     if not deliveries:
         return "none", None

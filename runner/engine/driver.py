@@ -9,14 +9,15 @@ from typing import Any
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from webhooks.fanout import fan_out
+from webhooks.fanout import fan_out, read_flow_deliveries
 from webhooks.outbound import OutboundPolicy
 
 from ..models import Job
 from ..runtime import Runtime
 from .http import perform
-from .machine import Blocked, Machine, NeedsCall
+from .machine import Blocked, Machine, NeedsCall, read_runbook_statuses
 from .states import TERMINAL, JobStatus
+from .versions import load_body
 
 __all__ = ["UNMOVED", "Outcome", "abandon", "claim", "claim_and_move", "drive", "follow_up", "move_new"]
 
@@ -83,7 +84,13 @@ def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, O
     try:
         with rt.db.write() as session:
             moved: list[tuple[str, Outcome]] = []
-            for job in session.scalars(_locking(rt, _DUE_JOBS), {"now": rt.clock.now(), "limit": limit}).all():
+            jobs = session.scalars(_locking(rt, _DUE_JOBS), {"now": rt.clock.now(), "limit": limit}).all()
+            # The jobs that start here check their runbooks are not archived, and step-less ones look for the delivery
+            # of their flow before they end: one query each for the whole batch.
+            if len(jobs) > 1:
+                read_runbook_statuses(session, [job.runbook_id for job in jobs if job.status == JobStatus.QUEUED.value and not job.parent_job_uuid])
+                read_flow_deliveries(session, [job.id for job in jobs if not load_body(session, job.version_id)["steps"]])
+            for job in jobs:
                 _take(rt, job, worker_id)
                 outcome = _move(rt, session, job)
                 moved.append((job.uuid, outcome))

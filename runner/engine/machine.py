@@ -7,6 +7,7 @@ right away, or an HTTP call the driver must make outside the transaction.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +31,7 @@ from .invoke import create_child
 from .states import TERMINAL, EndedBy, JobStatus, StepStatus, StopReason, Waiting, check_transition
 from .versions import load_body
 
-__all__ = ["Machine", "NeedsCall", "Blocked", "needs_approval"]
+__all__ = ["Machine", "NeedsCall", "Blocked", "needs_approval", "read_runbook_statuses"]
 
 # Safety bound on state changes made in one transaction (a runbook has at most a few hundred steps).
 MAX_MOVES_PER_RUN = 1000
@@ -74,12 +75,40 @@ class Blocked:
 
 
 _CONTINUE = object()
+_RUNBOOKS = Runbook.__table__
 # Built once: every job start reads its runbook's lifecycle status.
-_RUNBOOK_STATUS = select(Runbook.__table__.c.status).where(Runbook.__table__.c.id == bindparam("id"))
+_RUNBOOK_STATUSES = select(_RUNBOOKS.c.id, _RUNBOOKS.c.status).where(_RUNBOOKS.c.id.in_(bindparam("ids", expanding=True)))
+_RUNBOOK_STATUS = select(_RUNBOOKS.c.status).where(_RUNBOOKS.c.id == bindparam("id"))
+# Key in ``session.info``: the runbook statuses this transaction read, by runbook id.
+_READ_STATUSES = "rbm_runbook_statuses"
 _JOBS = Job.__table__
 # A child that ended makes its waiting parent due (a plain statement: no flush, no ORM bookkeeping).
 _WAKE_PARENT = update(_JOBS).where(_JOBS.c.uuid == bindparam("parent"), _JOBS.c.status == JobStatus.WAITING.value,
                                    _JOBS.c.waiting_for == Waiting.CHILD.value).values(next_run_at=bindparam("now"))
+
+
+def read_runbook_statuses(session: Session, runbook_ids: Iterable[int]) -> None:
+    """Look up the lifecycle status of the runbooks of a batch of jobs about to start with one query, for ``Machine`` to use."""
+    read: dict[int, str] = session.info.setdefault(_READ_STATUSES, {})
+    missing = sorted({runbook_id for runbook_id in runbook_ids if runbook_id not in read})
+    if missing:
+        read.update({runbook_id: status for runbook_id, status in session.connection().execute(_RUNBOOK_STATUSES, {"ids": missing})})
+
+
+def _runbook_status(session: Session, runbook_id: int) -> str | None:
+    """A runbook's lifecycle status, as read for this transaction's batch of jobs or else now."""
+    status = session.info.get(_READ_STATUSES, {}).get(runbook_id)
+    if status is None:
+        status = session.connection().execute(_RUNBOOK_STATUS, {"id": runbook_id}).scalar()
+    return status
+
+
+def _job_in_session(session: Session, job_uuid: str) -> Job | None:
+    """The job if this transaction already loaded it (a child that just ended, resuming its parent): no need to read it again."""
+    for loaded in session.identity_map.values():
+        if isinstance(loaded, Job) and loaded.uuid == job_uuid:
+            return loaded
+    return None
 
 
 def needs_approval(step: dict[str, Any], environment: str, approval_environments: list[str]) -> bool:
@@ -224,7 +253,7 @@ class Machine:
     def _start(self) -> Any:
         job = self.job
         archived = job.parent_job_uuid is None and \
-            self.session.connection().execute(_RUNBOOK_STATUS, {"id": job.runbook_id}).scalar() == RunbookStatus.ARCHIVED.value
+            _runbook_status(self.session, job.runbook_id) == RunbookStatus.ARCHIVED.value
         if archived:
             self.stop(StopReason.RUNBOOK_ARCHIVED,
                       f"runbook {job.runbook_key} ({job.runbook_name}) was archived while this job was queued; it did not run")
@@ -404,7 +433,7 @@ class Machine:
                 return _CONTINUE
             self.wait_for(Waiting.CHILD, ev)
             return Blocked(child_uuid=child.uuid, child_id=child.id if child.lease_owner else None)
-        child = self.session.scalar(select(Job).where(Job.uuid == child_uuid))
+        child = _job_in_session(self.session, child_uuid) or self.session.scalar(select(Job).where(Job.uuid == child_uuid))
         status = JobStatus(child.status)
         if not status.terminal:
             self.wait_for(Waiting.CHILD, ev)

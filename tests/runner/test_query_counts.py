@@ -25,10 +25,20 @@ def counting(engine):
         event.remove(engine, "before_cursor_execute", count)
 
 
-def _runbook(api, name, steps):
-    body = {"name": name, "title": name, "callable": True, "steps": [{"title": f"Step {i}"} for i in range(1, steps + 1)]}
+def _publish(api, name, steps):
+    body = {"name": name, "title": name, "callable": True, "steps": steps}
     assert api.post("/runbooks", json=body).status_code == 201
     assert api.post(f"/runbooks/{name}/publish").status_code == 200
+
+
+def _runbook(api, name, steps):
+    _publish(api, name, [{"title": f"Step {i}"} for i in range(1, steps + 1)])
+
+
+def _parent_calling_child(api, server):
+    """Publish "parent": an http step, then a runbook step running "child" (which the caller publishes)."""
+    _publish(api, "parent", [{"title": "Call", "action": {"type": "http", "url": server.url + "/ok"}},
+                             {"title": "Run the child", "action": {"type": "runbook", "runbook": "child"}}])
 
 
 def test_invoke_runs_a_bounded_number_of_statements_whatever_the_history(api, rt):
@@ -151,12 +161,37 @@ def test_a_transaction_looks_its_subscriptions_up_once(api, rt):
 def test_a_job_created_and_moved_in_one_transaction_is_not_read_back(api, rt, server):
     """The parent and the child it starts are moved right after their inserts, from the rows just written."""
     _runbook(api, "child", 1)
-    steps = [{"title": "Call", "action": {"type": "http", "url": server.url + "/ok"}},
-             {"title": "Run the child", "action": {"type": "runbook", "runbook": "child"}}]
-    assert api.post("/runbooks", json={"name": "parent", "title": "parent", "callable": True, "steps": steps}).status_code == 201
-    assert api.post("/runbooks/parent/publish").status_code == 200
+    _parent_calling_child(api, server)
     with counting(rt.db.engine) as statements:
         answer = api.post("/runbooks/parent/jobs", json={"wait": 0.2})
     assert (answer.status_code, answer.json["job"]["status"]) == (202, "waiting")
     assert server.hits["/ok"] == 1
     assert [sql for sql, _, _ in statements if "FROM jobs" in sql and "WHERE jobs.id = ?" in sql] == []
+
+
+def test_a_batch_of_jobs_looks_up_runbook_statuses_and_flow_deliveries_once(api, rt):
+    """A job worker's batch of starting jobs checks their runbooks and looks for their flows' deliveries with one query each."""
+    from runner.engine.driver import claim_and_move
+
+    _publish(api, "flow-only", [])
+    _runbook(api, "one-step", 1)
+    uuids = [api.post(f"/runbooks/{name}/jobs", json={}).get_json()["job"]["uuid"] for name in ["flow-only"] * 4 + ["one-step"] * 2]
+    with counting(rt.db.engine) as statements:
+        moved = claim_and_move(rt, "worker-1", 8)
+    assert sorted(job_uuid for job_uuid, _ in moved) == sorted(uuids)
+    assert [api.get(f"/jobs/{uuid}").get_json()["status"] for uuid in uuids] == ["succeeded"] * 4 + ["waiting"] * 2
+    assert len([sql for sql, _, _ in statements if "FROM runbooks" in sql]) == 1
+    assert len([sql for sql, _, _ in statements if "FROM deliveries" in sql]) == 1
+
+
+def test_a_parent_resumed_by_its_ending_child_does_not_read_the_child_again(api, rt, server):
+    """The child's last transaction moves the waiting parent on, from the child row it already holds."""
+    _publish(api, "child", [{"title": "Call", "action": {"type": "http", "url": server.url + "/ok"}}])
+    _parent_calling_child(api, server)
+    with counting(rt.db.engine) as statements:
+        answer = api.post("/runbooks/parent/jobs", json={"wait": 5})
+    assert (answer.status_code, answer.json["job"]["status"]) == (200, "succeeded")
+    child_uuid = answer.json["job"]["steps"][1]["output"]["child_job_uuid"]
+    reads = [sql for sql, parameters, _ in statements
+             if sql.startswith("SELECT jobs.id, jobs.uuid") and child_uuid in (parameters if isinstance(parameters, (tuple, list)) else ())]
+    assert len(reads) == 1, reads  # taking the child up after its http call; not again when its parent resumes
