@@ -124,10 +124,11 @@ _FLOW_DELIVERIES = (
 )
 
 
-# The same for a batch of jobs, and the key in ``session.info`` under which their rows wait for ``flow_delivery_state``.
+# The same for a batch of jobs (their ids written into the statement, so that PostgreSQL plans it with them), and the key
+# in ``session.info`` under which their rows wait for ``flow_delivery_state``.
 _FLOW_DELIVERIES_OF_JOBS = (
     select(_DELIVERIES.c.job_id, *_FLOW_DELIVERIES.selected_columns).select_from(_FLOW_DELIVERIES.get_final_froms()[0])
-    .where(_DELIVERIES.c.job_id.in_(bindparam("job_ids", expanding=True)), _DELIVERIES.c.event_type == RUNBOOK_INVOKED,
+    .where(_DELIVERIES.c.job_id.in_(bindparam("job_ids", expanding=True, literal_execute=True)), _DELIVERIES.c.event_type == RUNBOOK_INVOKED,
            _SUBSCRIPTIONS.c.runbooks.is_not(None))
 )
 _READ_FLOW_DELIVERIES = "rbm_flow_deliveries"

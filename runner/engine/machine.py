@@ -76,8 +76,10 @@ class Blocked:
 
 _CONTINUE = object()
 _RUNBOOKS = Runbook.__table__
-# Built once: every job start reads its runbook's lifecycle status.
-_RUNBOOK_STATUSES = select(_RUNBOOKS.c.id, _RUNBOOKS.c.status).where(_RUNBOOKS.c.id.in_(bindparam("ids", expanding=True)))
+# Built once: every job start reads its runbook's lifecycle status. A batch's ids are written into the statement so that
+# PostgreSQL plans it with them (a prepared statement with an IN list of parameters may get a generic, slower plan).
+_RUNBOOK_STATUSES = select(_RUNBOOKS.c.id, _RUNBOOKS.c.status).where(
+    _RUNBOOKS.c.id.in_(bindparam("ids", expanding=True, literal_execute=True)))
 _RUNBOOK_STATUS = select(_RUNBOOKS.c.status).where(_RUNBOOKS.c.id == bindparam("id"))
 # Key in ``session.info``: the runbook statuses this transaction read, by runbook id.
 _READ_STATUSES = "rbm_runbook_statuses"
