@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import Table, create_engine, event, insert
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
-from sqlalchemy.sql.expression import Executable
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import Executable
 
 __all__ = ["Database", "execute_many", "insert_rows"]
 

@@ -49,7 +49,7 @@ def gunicorn_options(*, host: str, port: int, workers: int, threads: int) -> dic
     (preload), so they share the imported code instead of each loading its own
     copy; each worker then opens its own database connections. Requests are
     parsed by gunicorn's C parser (``gunicorn_h1c``, installed with the
-    runner): the pure-Python one cost a fifth of the API process's CPU.
+    runner) rather than its pure-Python one.
     """
     return {
         "bind": f"{host}:{port}",

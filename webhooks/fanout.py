@@ -114,23 +114,20 @@ def _insert_numbered(connection: Any, rows: list[dict[str, Any]]) -> dict[int, i
 
 
 _DELIVERIES = Delivery.__table__
-# Built once: every step-less job runs it when it finishes (through ix_deliveries_job_id_event_type).
-_FLOW_DELIVERIES = (
+# The Runbook Action deliveries of jobs' runbook.invoked events. Built once: every step-less job looks for its own when it
+# finishes (through ix_deliveries_job_id_event_type), alone or with the others of its batch.
+_INVOKED_DELIVERIES = (
     select(_DELIVERIES.c.id, _DELIVERIES.c.status, _DELIVERIES.c.subscription_id, _DELIVERIES.c.attempts,
-           _DELIVERIES.c.last_status, _DELIVERIES.c.last_error, _SUBSCRIPTIONS.c.runbooks)
+           _DELIVERIES.c.last_status, _DELIVERIES.c.last_error, _SUBSCRIPTIONS.c.runbooks, _DELIVERIES.c.job_id)
     .join(_SUBSCRIPTIONS, _SUBSCRIPTIONS.c.id == _DELIVERIES.c.subscription_id)
-    .where(_DELIVERIES.c.job_id == bindparam("job_id"), _DELIVERIES.c.event_type == RUNBOOK_INVOKED,
-           _SUBSCRIPTIONS.c.runbooks.is_not(None))
+    .where(_DELIVERIES.c.event_type == RUNBOOK_INVOKED, _SUBSCRIPTIONS.c.runbooks.is_not(None))
 )
+_FLOW_DELIVERIES = _INVOKED_DELIVERIES.where(_DELIVERIES.c.job_id == bindparam("job_id"))
 
 
 # The same for a batch of jobs (their ids written into the statement, so that PostgreSQL plans it with them), and the key
 # in ``session.info`` under which their rows wait for ``flow_delivery_state``.
-_FLOW_DELIVERIES_OF_JOBS = (
-    select(_DELIVERIES.c.job_id, *_FLOW_DELIVERIES.selected_columns).select_from(_FLOW_DELIVERIES.get_final_froms()[0])
-    .where(_DELIVERIES.c.job_id.in_(bindparam("job_ids", expanding=True, literal_execute=True)), _DELIVERIES.c.event_type == RUNBOOK_INVOKED,
-           _SUBSCRIPTIONS.c.runbooks.is_not(None))
-)
+_FLOW_DELIVERIES_OF_JOBS = _INVOKED_DELIVERIES.where(_DELIVERIES.c.job_id.in_(bindparam("job_ids", expanding=True, literal_execute=True)))
 _READ_FLOW_DELIVERIES = "rbm_flow_deliveries"
 
 

@@ -40,8 +40,6 @@ def record(
     })
 
 
-
-
 def flush(session: Session) -> None:
     """Insert the transaction's audit entries in one statement (called just before commit)."""
     rows = session.info.pop(PENDING_AUDIT, [])

@@ -15,7 +15,7 @@ def _config(**overrides: object) -> Config:
 
 
 def test_requests_are_parsed_by_the_c_parser():
-    # gunicorn falls back to its pure-Python parser, at about a fifth of the API's CPU, when gunicorn_h1c is missing.
+    # gunicorn falls back to its slower pure-Python parser when gunicorn_h1c is missing (bench/README.md, finding 20).
     assert _check_fast_parser(_config()) is True
 
 
