@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -304,6 +303,7 @@ def seed_jobs(database_url: str, total: int) -> None:
     """
     from sqlalchemy import create_engine, func, select
 
+    from runner.engine.invoke import new_job_uuid
     from runner.models import Job, Runbook
 
     engine = create_engine(database_url)
@@ -325,9 +325,12 @@ def seed_jobs(database_url: str, total: int) -> None:
         columns = ["uuid", "root_job_uuid", "parameters", *bound]
         constants = tuple(bound.values())
 
+        first_ms = int(created.timestamp() * 1000)
+
         def rows():
             for i in range(have, total):
-                job_uuid = str(uuid.uuid4())
+                # The product's own kind of UUID, as if the jobs had been created one a millisecond.
+                job_uuid = new_job_uuid(first_ms + i)
                 yield (job_uuid, job_uuid, json.dumps({"service": f"svc-{i}"}), *constants)
 
         raw = conn.connection.dbapi_connection

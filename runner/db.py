@@ -8,6 +8,7 @@ transactions and row locks (``FOR UPDATE SKIP LOCKED``) where work is claimed.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import threading
 import weakref
@@ -21,12 +22,28 @@ from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-__all__ = ["Database", "execute_many", "insert_rows"]
+__all__ = ["Database", "Encoded", "encoded", "execute_many", "insert_rows"]
 
 # How long a SQLite writer waits for the write lock before giving up (milliseconds).
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Connections kept open per process against PostgreSQL.
 DEFAULT_PG_POOL_SIZE = 10
+
+
+class Encoded(str):
+    """A JSON document encoded ahead of time: a JSON column stores it as it is, instead of encoding it again."""
+
+    __slots__ = ()
+
+
+def encoded(value: Any) -> Encoded:
+    """``value`` encoded as a JSON column would encode it."""
+    return Encoded(json.dumps(value))
+
+
+def _to_json(value: Any) -> str:
+    """Every JSON column's serializer: ``json.dumps``, except for a document already ``Encoded``."""
+    return value if type(value) is Encoded else json.dumps(value)
 
 
 class Database:
@@ -46,12 +63,14 @@ class Database:
                 connect_args={"check_same_thread": False, "timeout": DEFAULT_SQLITE_BUSY_TIMEOUT_MS / 1000},
                 pool_size=20,
                 max_overflow=20,
+                json_serializer=_to_json,
             )
             _configure_sqlite(self.engine)
             self._write_engine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         else:
             # The process id in application_name lets an operator see in pg_stat_activity who holds which lock.
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                                        json_serializer=_to_json,
                                         connect_args={"application_name": f"runbook-manager pid={os.getpid()}"})
             self._write_engine = self.engine
         self._readers = sessionmaker(self.engine, expire_on_commit=False)

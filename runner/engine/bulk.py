@@ -11,9 +11,13 @@ not resolve, parameters that no longer validate, a reused key with another
 body) goes through ``create_or_stop`` itself, so it ends as it would have
 alone: stopped, with the reason.
 
-Validating parameters is the costliest check, and a pure function of the
-schema and the values: ``prepare_many`` runs it ahead of time (the scheduler
-does, seconds before a burst of ticks), and ``create_many`` finds it done.
+Most of that work depends only on the request and the runbook's current
+version, so ``prepare_many`` does it ahead of time (the scheduler does,
+seconds before a burst of ticks): each request gets a ``Draft``, its job's
+row and the JSON of its events and audit entry, all but the ids and
+timestamps. ``create_many`` takes a draft as it is when its request and the
+runbook it was checked against are unchanged, and does the work again
+otherwise.
 """
 from __future__ import annotations
 
@@ -22,21 +26,25 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from ..db import encoded
 from ..errors import Conflict, InvalidInput, NotFound
 from ..models import Job
 from ..runtime import Runtime
 from ..services.params import validate_values
 from .invoke import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
+    CreatedDocuments,
     JobRequest,
     RunbookHead,
     check_runnable,
     create_or_stop,
+    created_documents,
     find_runbook,
     insert_jobs,
     job_row,
@@ -44,7 +52,7 @@ from .invoke import (
     request_hash,
 )
 
-__all__ = ["create_many", "prepare_many"]
+__all__ = ["Draft", "create_many", "earlier_jobs", "prepare_many"]
 
 # Idempotency-Keys (or uuids) looked up per query.
 DEFAULT_KEY_CHUNK = 500
@@ -123,7 +131,21 @@ class _Checks:
         return parameters
 
 
-def _earlier_jobs(session: Session, requests: Sequence[JobRequest]) -> dict[tuple[int, str], tuple[str, str | None]]:
+@dataclass(frozen=True)
+class Draft:
+    """A request's job made ahead of time: ``create_many`` stamps it and inserts it, if nothing it depends on changed."""
+
+    request: JobRequest
+    # The checks it passed (the runbook's version, the pinned call tree, the parameters' schema).
+    checked: _Runnable
+    fingerprint: str
+    # The job's row (a ``job_row`` without its timestamps) with its JSON columns encoded.
+    row: dict[str, Any]
+    # Its ``created_documents``, encoded.
+    documents: CreatedDocuments
+
+
+def earlier_jobs(session: Session, requests: Sequence[JobRequest]) -> dict[tuple[int, str], tuple[str, str | None]]:
     """``(workspace, Idempotency-Key) -> (uuid, request hash)`` of the jobs the keys of ``requests`` already made."""
     keys: dict[int, set[str]] = {}
     for request in requests:
@@ -139,33 +161,68 @@ def _earlier_jobs(session: Session, requests: Sequence[JobRequest]) -> dict[tupl
     return found
 
 
-def prepare_many(rt: Runtime, session: Session, requests: Sequence[JobRequest]) -> None:
-    """Do ahead of time the checks ``create_many`` will need for these requests, so that creating them is mostly writing."""
+def _row(rt: Runtime, checked: _Runnable, request: JobRequest, fingerprint: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The row of the job a checked request creates, without its timestamps."""
+    runbook = checked.runbook
+    key = request.idempotency_key
+    return job_row(rt, runbook=runbook, version_id=runbook.version_id, version=runbook.version, parameters=parameters,
+                   trigger=request.trigger, pins=checked.pins, now=None, idempotency_key=key,
+                   request_digest=fingerprint if key else None, change_ref=request.change_ref, incident_ref=request.incident_ref)
+
+
+def prepare_many(rt: Runtime, session: Session, requests: Sequence[JobRequest]) -> list[Draft | None]:
+    """Make ahead of time what ``create_many`` will need for these requests; None for a request it must handle the slow way."""
     checks = _Checks(rt, session)
+    drafts: list[Draft | None] = []
     for request in requests:
-        checked = checks.runnable(request)
-        if checked is not None:
-            checks.parameters(checked, request, checks.fingerprint(checked, request))
+        key = request.idempotency_key
+        checked = None if key and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH else checks.runnable(request)
+        fingerprint = checks.fingerprint(checked, request) if checked is not None else ""
+        parameters = checks.parameters(checked, request, fingerprint) if checked is not None else None
+        if checked is None or parameters is None:
+            drafts.append(None)
+            continue
+        row = _row(rt, checked, request, fingerprint, parameters)
+        documents = tuple(encoded(document) for document in created_documents(SimpleNamespace(**row), request.trigger))
+        row["parameters"], row["pins"] = encoded(parameters), encoded(checked.pins)
+        drafts.append(Draft(request, checked, fingerprint, row, documents))
+    return drafts
 
 
-def create_many(rt: Runtime, session: Session, requests: Sequence[JobRequest]) -> list[str]:
-    """Create the job of each request as ``create_or_stop`` would, in ``session``; return their uuids in request order."""
+def create_many(rt: Runtime, session: Session, requests: Sequence[JobRequest], *, drafts: Sequence[Draft | None] = (),
+                earlier: dict[tuple[int, str], tuple[str, str | None]] | None = None) -> list[str]:
+    """Create the job of each request as ``create_or_stop`` would, in ``session``; return their uuids in request order.
+
+    ``drafts`` (by request, from ``prepare_many``) are taken where still valid;
+    ``earlier`` is what ``earlier_jobs`` found for these requests, if the caller looked already.
+    """
     uuids: list[str | None] = [None] * len(requests)
     slow: list[int] = []
-    earlier = _earlier_jobs(session, requests)
+    if earlier is None:
+        earlier = earlier_jobs(session, requests)
     checks = _Checks(rt, session)
+    # Whether a draft's checks are the ones just done: compared once per pair, not per request.
+    still: dict[tuple[int, int], bool] = {}
     # Requests that share a key with one before them in the batch: they get that one's job, as they would one by one.
     repeats: list[tuple[int, int]] = []
     claimed: dict[tuple[int, str], tuple[int, str]] = {}
     rows: list[dict[str, Any]] = []
     made: list[JobRequest] = []
+    documents: list[CreatedDocuments | None] = []
     for index, request in enumerate(requests):
         key = request.idempotency_key
         checked = None if key and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH else checks.runnable(request)
         if checked is None:
             slow.append(index)
             continue
-        fingerprint = checks.fingerprint(checked, request)
+        draft = drafts[index] if index < len(drafts) else None
+        if draft is not None:
+            pair = (id(draft.checked), id(checked))
+            if pair not in still:
+                still[pair] = draft.checked == checked
+            if not still[pair] or (draft.request is not request and draft.request != request):
+                draft = None
+        fingerprint = draft.fingerprint if draft is not None else checks.fingerprint(checked, request)
         if key and (request.workspace_id, key) in earlier:
             job_uuid, digest = earlier[(request.workspace_id, key)]
             if digest == fingerprint:
@@ -180,21 +237,22 @@ def create_many(rt: Runtime, session: Session, requests: Sequence[JobRequest]) -
             else:
                 slow.append(index)
             continue
-        parameters = checks.parameters(checked, request, fingerprint)
-        if parameters is None:
-            slow.append(index)
-            continue
+        if draft is not None:
+            rows.append(dict(draft.row))
+            documents.append(draft.documents)
+        else:
+            parameters = checks.parameters(checked, request, fingerprint)
+            if parameters is None:
+                slow.append(index)
+                continue
+            rows.append(_row(rt, checked, request, fingerprint, parameters))
+            documents.append(None)
         if key:
             claimed[(request.workspace_id, key)] = (index, fingerprint)
-        runbook = checked.runbook
-        rows.append(job_row(rt, runbook=runbook, version_id=runbook.version_id, version=runbook.version, parameters=parameters,
-                            trigger=request.trigger, pins=checked.pins, now=None, idempotency_key=key,
-                            request_digest=fingerprint if key else None, change_ref=request.change_ref,
-                            incident_ref=request.incident_ref))
         uuids[index] = rows[-1]["uuid"]
         made.append(request)
     if rows:
-        _insert(rt, session, rows, made)
+        _insert(rt, session, rows, made, documents)
     for index, first_index in repeats:
         uuids[index] = uuids[first_index]
     for index in slow:
@@ -202,10 +260,11 @@ def create_many(rt: Runtime, session: Session, requests: Sequence[JobRequest]) -
     return [job_uuid for job_uuid in uuids if job_uuid is not None]  # every request has its job by now
 
 
-def _insert(rt: Runtime, session: Session, rows: list[dict[str, Any]], requests: list[JobRequest]) -> None:
+def _insert(rt: Runtime, session: Session, rows: list[dict[str, Any]], requests: list[JobRequest],
+            documents: list[CreatedDocuments | None]) -> None:
     """Insert queued jobs, queue their first two events and their audit entries, and wake the workers at commit."""
     # Stamped when the checks are done, just before the insert, as one by one would.
     now = rt.clock.now()
     for values in rows:
         values["created_at"] = values["next_run_at"] = now
-    insert_jobs(rt, session, rows, [request.trigger for request in requests], now)
+    insert_jobs(rt, session, rows, [request.trigger for request in requests], now, documents)

@@ -10,7 +10,7 @@ from webhooks.fanout import PENDING_EVENTS
 
 from ..models import Job
 
-__all__ = ["emit", "record", "emit_workspace", "job_data", "EVENT_TYPES"]
+__all__ = ["emit", "record", "record_payload", "emit_workspace", "job_data", "EVENT_TYPES"]
 
 # Every event type the runner writes, with what it means (subscriptions and the feed filter on these).
 EVENT_TYPES: dict[str, str] = {
@@ -60,13 +60,18 @@ def _queue(session: Session, row: dict[str, Any]) -> None:
 
 def record(session: Session, job: Job, seq: int, type_: str, now: datetime, **extra: Any) -> None:
     """Record event number ``seq`` of ``job``."""
+    record_payload(session, job, seq, type_, now, {**job_data(job), **extra})
+
+
+def record_payload(session: Session, job: Job, seq: int, type_: str, now: datetime, payload: Any) -> None:
+    """Record event number ``seq`` of ``job`` with a payload the caller built (``job_data`` and more), or encoded ahead."""
     _queue(session, {
         "workspace_id": job.workspace_id,
         "job_id": job.id,
         "seq": seq,
         "type": type_,
         "runbook_key": job.runbook_key,
-        "payload": {**job_data(job), **extra},
+        "payload": payload,
         "created_at": now,
     })
 

@@ -6,7 +6,8 @@ which keeps each one's next fire time across restarts. ``tick(now)`` fires
 what is due at ``now``, so tests drive it with a controlled clock; in
 production a thread ticks at least twice a second, and exactly when the next
 stored job falls due. A few seconds before that, it ``prepare``s the ticks
-(runbook and parameter checks), so that at the tick it mostly writes: 10,000
+(runbook and parameter checks, and drafts of their jobs' rows), so that at
+the tick it mostly writes: 10,000
 schedules due on the same minute are fired in batches of a few hundred, each
 one transaction with a handful of statements (see ``firing``). Misfires: a
 tick missed by up to ``RUNBOOK_MANAGER_SCHEDULER_MISFIRE_GRACE_SECONDS``
@@ -36,7 +37,7 @@ from ..config import Settings
 from ..models import Schedule
 from ..runtime import JOBS_DUE, Runtime
 from . import cron
-from .firing import Tick, fire, fire_many, prepare_ticks
+from .firing import Drafts, Tick, fire, fire_many, prepare_ticks
 from .store import RememberingJobStore
 
 __all__ = ["ScheduleRunner", "Leadership", "fire", "fire_many", "fire_now", "APSCHEDULER_TABLE"]
@@ -118,6 +119,8 @@ class ScheduleRunner:
         self.tick_seconds = tick_seconds
         self.prepare_seconds = prepare_seconds
         self._prepared: datetime | None = None
+        # Drafts of the jobs of prepared ticks, by the time they fall due.
+        self._drafts: dict[datetime, Drafts] = {}
         self.leadership = Leadership(rt)
         self._owner = BackgroundScheduler(timezone=timezone.utc)
         self.store = RememberingJobStore(engine=rt.db.engine, tablename=APSCHEDULER_TABLE)
@@ -168,6 +171,9 @@ class ScheduleRunner:
         now = now or self.rt.clock.now()
         self.sync(now)
         ticks, advanced, finished = self._due(now, warn=True)
+        drafts: Drafts = {}
+        for when in [when for when in self._drafts if when <= now]:
+            drafts.update(self._drafts.pop(when))
         started: list[str] = []
         burst = len(ticks) > DEFAULT_FIRE_BATCH
         if burst:
@@ -176,7 +182,7 @@ class ScheduleRunner:
             self.rt.firing_burst.set()
         try:
             for first in range(0, len(ticks), DEFAULT_FIRE_BATCH):
-                started += fire_many(self.rt, ticks[first:first + DEFAULT_FIRE_BATCH])
+                started += fire_many(self.rt, ticks[first:first + DEFAULT_FIRE_BATCH], drafts)
         finally:
             if burst:
                 self.rt.firing_burst.clear()
@@ -191,8 +197,10 @@ class ScheduleRunner:
         """Check now what firing the ticks due at ``when`` will need, so that firing them is mostly writing; return how many."""
         self.sync(self.rt.clock.now())
         ticks, _, _ = self._due(when, warn=False)
+        drafts: Drafts = {}
         for first in range(0, len(ticks), DEFAULT_FIRE_BATCH):
-            prepare_ticks(self.rt, ticks[first:first + DEFAULT_FIRE_BATCH])
+            drafts.update(prepare_ticks(self.rt, ticks[first:first + DEFAULT_FIRE_BATCH]))
+        self._drafts[when] = drafts
         return len(ticks)
 
     def _due(self, now: datetime, *, warn: bool) -> tuple[list[Tick], list[StoredJob], list[StoredJob]]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import String, bindparam, cast, event, insert, select, update
 
-from runner.db import execute_many, insert_rows
+from runner.db import encoded, execute_many, insert_rows
 from runner.models import AuditEntry, Subscription
 from runner.runtime import Runtime
 from tests.runner.helpers import settings_on_each_store
@@ -103,3 +103,18 @@ def test_an_update_runs_once_per_row(rt, workspace, constant):
     assert stored["job-1"] == ("someone", later) and stored["job-3"] == ("someone else", later)
     assert stored["job-0"] == ("person-0", AT)
     assert compiled == [constant]  # the driver ran the statement's own SQL; SQLAlchemy only when there is a constant
+
+
+def test_a_document_encoded_ahead_is_stored_as_the_json_it_encodes(rt, workspace):
+    with rt.db.connect() as connection:
+        workspace_id = connection.exec_driver_sql("SELECT id FROM workspaces").scalar_one()
+    document = {"n": 1, "ok": [True, None], "text": "a \"quoted\" word"}
+    rows = [{**row, "detail": encoded(document)} for row in _with_workspace(_entries("encoded-fast"), workspace_id)]
+    with rt.db.write() as session:
+        connection = session.connection()
+        insert_rows(connection, AuditEntry.__table__, rows)
+        connection.execute(insert(AuditEntry.__table__), [{**row, "source": "encoded-core"} for row in rows])
+
+    # Encoded again, each would read back as a string holding the JSON instead of the document.
+    assert [row["detail"] for row in _stored(rt, "encoded-fast")] == [document] * 5
+    assert [row["detail"] for row in _stored(rt, "encoded-core")] == [document] * 5

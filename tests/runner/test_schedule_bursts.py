@@ -10,6 +10,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from runner.clock import ManualClock
+from runner.engine import bulk, invoke
 from runner.engine.worker import JobWorker
 from runner.models import AuditEntry, Event, Job, Schedule
 from runner.runtime import JOBS_DUE, Runtime
@@ -17,7 +18,7 @@ from runner.scheduling import firing
 from runner.scheduling.scheduler import APSCHEDULER_TABLE, ScheduleRunner
 from tests.conftest import Api
 from tests.runner.helpers import create_runbook, settings_on_each_store
-from tests.runner.test_schedules import PARAMS, START, UTC, at, create_schedule, jobs
+from tests.runner.test_schedules import PARAMS, START, UTC, at, create_schedule, jobs, patch
 
 TICK = at(2026, 3, 2, 13, 0)
 
@@ -181,6 +182,73 @@ def test_prepared_ticks_fire_the_same_jobs_as_unprepared_ones(api, key, rt, cloc
         {k: v for k, v in plain_job.items() if k not in ("created_at", "next_run_at", "idempotency_key")}
 
 
+def test_a_drafted_tick_writes_what_firing_alone_writes(api, key, rt, clock):
+    alone = create_schedule(api, key, cron="0 13 * * *")
+    drafted = create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    assert runner.prepare(TICK) == 2
+    clock.set(TICK)
+    alone_uuid = firing.fire(rt, alone["id"], TICK)
+
+    fired = runner.tick()
+
+    [drafted_uuid] = set(fired) - {alone_uuid}
+    assert _anonymous(_written(rt, drafted_uuid), drafted_uuid, drafted["id"]) == \
+        _anonymous(_written(rt, alone_uuid), alone_uuid, alone["id"])
+
+
+def _count_built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each job's documents built at firing time (not taken from a draft)."""
+    built: list[str] = []
+    make = invoke.created_documents
+
+    def counting(job: Any, trigger: Any) -> Any:
+        built.append(job.uuid)
+        return make(job, trigger)
+
+    monkeypatch.setattr(invoke, "created_documents", counting)
+    monkeypatch.setattr(bulk, "created_documents", counting)
+    return built
+
+
+def test_a_prepared_tick_is_fired_from_its_draft(api, key, rt, clock, monkeypatch):
+    create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    runner.prepare(TICK)
+    built = _count_built(monkeypatch)
+
+    fired = runner.tick(TICK)
+
+    assert len(fired) == 1 and built == []
+
+
+def test_a_schedule_changed_after_its_tick_was_drafted_fires_with_its_new_parameters(api, key, rt, clock, monkeypatch):
+    created = create_schedule(api, key, cron="0 13 * * *", parameters={"service": "api"})
+    runner = _runner(rt)
+    runner.prepare(TICK)
+    patch(api, key, created["id"], parameters={"service": "db"})
+    built = _count_built(monkeypatch)
+
+    [job_uuid] = runner.tick(TICK)
+
+    assert api.get(f"/jobs/{job_uuid}").get_json()["parameters"]["service"] == "db"
+    assert built == [job_uuid]
+
+
+def test_a_runbook_published_again_after_the_ticks_were_drafted_fires_its_new_version(api, key, rt, clock, monkeypatch):
+    create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    runner.prepare(TICK)
+    changed = api.patch(f"/runbooks/{key}", json={"title": "Rotate the TLS certificates, then check them"})
+    assert changed.status_code == 200, changed.get_json()
+    built = _count_built(monkeypatch)
+
+    [job_uuid] = runner.tick(TICK)
+
+    assert api.get(f"/jobs/{job_uuid}").get_json()["runbook"]["version"] == changed.get_json()["version"]
+    assert built == [job_uuid]
+
+
 def test_a_stored_job_changed_by_another_process_is_read_again(api, key, rt, clock):
     created = create_schedule(api, key, cron="0 13 * * *")
     runner = _runner(rt)
@@ -227,8 +295,8 @@ def _claims_while_firing(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> tuple[
     claimed: list[list[Any]] = []
     fire_many = firing.fire_many
 
-    def fire_and_claim(runtime: Runtime, ticks: list[firing.Tick]) -> list[str]:
-        started = fire_many(runtime, ticks)
+    def fire_and_claim(runtime: Runtime, ticks: list[firing.Tick], drafts: firing.Drafts | None = None) -> list[str]:
+        started = fire_many(runtime, ticks, drafts)
         claimed.append(worker.claim(10))
         return started
 
