@@ -26,6 +26,8 @@ __all__ = ["Database", "Encoded", "encoded", "execute_many", "insert_rows"]
 
 # How long a SQLite writer waits for the write lock before giving up (milliseconds).
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Pages of SQLite's write-ahead log past which a commit copies it back into the database (SQLite's default).
+DEFAULT_SQLITE_AUTOCHECKPOINT = 1000
 # Connections kept open per process against PostgreSQL.
 DEFAULT_PG_POOL_SIZE = 10
 
@@ -65,7 +67,7 @@ class Database:
                 max_overflow=20,
                 json_serializer=_to_json,
             )
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, self)
             self._write_engine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         else:
             # The process id in application_name lets an operator see in pg_stat_activity who holds which lock.
@@ -75,6 +77,8 @@ class Database:
             self._write_engine = self.engine
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = sessionmaker(self._write_engine, expire_on_commit=False)
+        # While set, this process's SQLite transactions leave the write-ahead log for one checkpoint afterwards.
+        self.checkpoints_deferred = False
         # Called with the session just before each write transaction commits (e.g. fanning events out).
         self.before_commit: list[Callable[[Session], None]] = []
         # Called with the committed session's info after each write transaction (e.g. waking workers).
@@ -122,6 +126,32 @@ class Database:
                 session.close()
         for after in self.after_commit:
             after(info)
+
+    @contextmanager
+    def deferring_checkpoints(self) -> Iterator[None]:
+        """Write a burst without copying SQLite's write-ahead log back into the database on the way, then do it once.
+
+        A commit that finds the log past ``DEFAULT_SQLITE_AUTOCHECKPOINT``
+        pages copies it back (a checkpoint, which also syncs the file). A
+        burst of large transactions rewrites the same index pages again and
+        again, so one checkpoint after it copies each page once instead of
+        once per transaction. The log holds every commit meanwhile, as it
+        always does between checkpoints. Other processes checkpoint as usual.
+        """
+        if not self.is_sqlite:
+            yield
+            return
+        self.checkpoints_deferred = True
+        try:
+            yield
+        finally:
+            self.checkpoints_deferred = False
+            connection = self.engine.raw_connection()
+            try:
+                # PASSIVE: copies what it can without waiting for, or holding up, readers and writers.
+                connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                connection.close()
 
     def dispose(self) -> None:
         """Close every pooled connection (after fork, or at shutdown)."""
@@ -182,7 +212,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, database: Database) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
         # Let SQLAlchemy's "begin" event below decide how transactions start.
@@ -197,7 +227,13 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # noqa: ANN001
         # Straight to the driver: every transaction starts here, and a statement through SQLAlchemy costs several times more.
-        conn.connection.driver_connection.execute(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+        driver = conn.connection.driver_connection
+        pages = 0 if database.checkpoints_deferred else DEFAULT_SQLITE_AUTOCHECKPOINT
+        kept = conn.connection.info
+        if kept.get("wal_autocheckpoint", DEFAULT_SQLITE_AUTOCHECKPOINT) != pages:
+            driver.execute(f"PRAGMA wal_autocheckpoint={pages}")
+            kept["wal_autocheckpoint"] = pages
+        driver.execute(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
 class _Prepared:

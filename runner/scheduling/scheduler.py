@@ -176,18 +176,19 @@ class ScheduleRunner:
             drafts.update(self._drafts.pop(when))
         started: list[str] = []
         burst = len(ticks) > DEFAULT_FIRE_BATCH
-        if burst:
-            # The job workers of this process wait for the whole burst: starting its first jobs meanwhile would
-            # only make its last ones later (one interpreter, one SQLite writer).
-            self.rt.firing_burst.set()
-        try:
-            for first in range(0, len(ticks), DEFAULT_FIRE_BATCH):
-                started += fire_many(self.rt, ticks[first:first + DEFAULT_FIRE_BATCH], drafts)
-        finally:
+        with self.rt.db.deferring_checkpoints() if burst else contextlib.nullcontext():
             if burst:
-                self.rt.firing_burst.clear()
-                self.rt.signals[JOBS_DUE].set()
-        self._store_next_run_times(advanced)
+                # The job workers of this process wait for the whole burst: starting its first jobs meanwhile would
+                # only make its last ones later (one interpreter, one SQLite writer).
+                self.rt.firing_burst.set()
+            try:
+                for first in range(0, len(ticks), DEFAULT_FIRE_BATCH):
+                    started += fire_many(self.rt, ticks[first:first + DEFAULT_FIRE_BATCH], drafts)
+            finally:
+                if burst:
+                    self.rt.firing_burst.clear()
+                    self.rt.signals[JOBS_DUE].set()
+            self._store_next_run_times(advanced)
         for job in finished:
             self.store.remove_job(job.id)
         self.store.forget({job.id for job in finished})

@@ -64,3 +64,25 @@ def test_a_forked_process_takes_the_write_lock_on_a_descriptor_of_its_own(db_pat
         os.write(release[1], b"x")
         os.waitpid(child, 0)
         db.dispose()
+
+
+def _autocheckpoint(rt) -> int:  # noqa: ANN001
+    """The write-ahead log size (pages) past which a write transaction of this process checkpoints it."""
+    with rt.db.write() as session:
+        return session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+
+
+def test_writes_while_checkpoints_are_deferred_leave_the_log_to_one_checkpoint_after(rt):
+    before = _autocheckpoint(rt)
+    with rt.db.deferring_checkpoints():
+        during = [_autocheckpoint(rt) for _ in range(3)]
+    after = _autocheckpoint(rt)
+
+    assert (before, during, after) == (1000, [0, 0, 0], 1000)
+
+
+def test_deferred_checkpoints_come_back_when_the_burst_fails(rt):
+    with pytest.raises(RuntimeError), rt.db.deferring_checkpoints():
+        raise RuntimeError("a burst that failed")
+
+    assert _autocheckpoint(rt) == 1000

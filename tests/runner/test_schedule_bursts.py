@@ -328,3 +328,26 @@ def test_ticks_that_fit_one_batch_do_not_hold_the_job_workers(api, key, rt, cloc
     runner.tick(TICK)
 
     assert [len(batch) for batch in claimed] == [2]
+
+
+def test_a_burst_is_fired_with_sqlite_checkpoints_deferred_and_a_single_batch_is_not(api, key, rt, clock, monkeypatch):
+    monkeypatch.setattr("runner.scheduling.scheduler.DEFAULT_FIRE_BATCH", 2)
+    for _ in range(3):
+        create_schedule(api, key, cron="0 13 * * *")
+    create_schedule(api, key, cron="0 14 * * *")
+    runner = _runner(rt)
+    deferred: list[bool] = []
+    fire_many = firing.fire_many
+
+    def noting(runtime: Runtime, ticks: list[firing.Tick], drafts: firing.Drafts | None = None) -> list[str]:
+        deferred.append(runtime.db.checkpoints_deferred)
+        return fire_many(runtime, ticks, drafts)
+
+    monkeypatch.setattr("runner.scheduling.scheduler.fire_many", noting)
+
+    runner.tick(TICK)
+    runner.tick(at(2026, 3, 2, 14, 0))
+
+    # PostgreSQL has no write-ahead log of ours to defer.
+    assert deferred == ([True, True, False] if rt.db.is_sqlite else [False, False, False])
+    assert not rt.db.checkpoints_deferred
