@@ -92,6 +92,9 @@ class _Checks:
 
     def runnable(self, request: JobRequest) -> _Runnable | None:
         """The runbook a request invokes, if it may run now; None when the request must go the slow way (which explains why)."""
+        key = request.idempotency_key
+        if key and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            return None
         target = (request.workspace_id, request.runbook_ref, request.require_callable)
         if target not in self._runnable:
             self._runnable[target] = self._check(request)
@@ -175,11 +178,10 @@ def prepare_many(rt: Runtime, session: Session, requests: Sequence[JobRequest]) 
     checks = _Checks(rt, session)
     drafts: list[Draft | None] = []
     for request in requests:
-        key = request.idempotency_key
-        checked = None if key and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH else checks.runnable(request)
-        fingerprint = checks.fingerprint(checked, request) if checked is not None else ""
+        checked = checks.runnable(request)
+        fingerprint = checks.fingerprint(checked, request) if checked is not None else None
         parameters = checks.parameters(checked, request, fingerprint) if checked is not None else None
-        if checked is None or parameters is None:
+        if parameters is None:
             drafts.append(None)
             continue
         row = _row(rt, checked, request, fingerprint, parameters)
@@ -211,7 +213,7 @@ def create_many(rt: Runtime, session: Session, requests: Sequence[JobRequest], *
     documents: list[CreatedDocuments | None] = []
     for index, request in enumerate(requests):
         key = request.idempotency_key
-        checked = None if key and len(key) > MAX_IDEMPOTENCY_KEY_LENGTH else checks.runnable(request)
+        checked = checks.runnable(request)
         if checked is None:
             slow.append(index)
             continue

@@ -108,7 +108,8 @@ def _requests(connection: Connection, ticks: list[Tick],
     was made for: only the other schedules' parameters are read.
     """
     schedules, runbooks = _load(connection, ticks)
-    asked: dict[int, JobRequest] = {}
+    # In tick order; the undrafted ticks' requests are filled in once their schedules' parameters are read.
+    asked: dict[int, JobRequest | None] = {}
     undrafted: dict[int, tuple[Row[Any], str]] = {}
     for index, (schedule_id, run_time) in enumerate(ticks):
         schedule = schedules.get(schedule_id)
@@ -119,13 +120,14 @@ def _requests(connection: Connection, ticks: list[Tick],
         if draft is not None and revision == schedule.revision and draft.request.runbook_ref == runbooks[schedule.runbook_id].key:
             asked[index] = draft.request
         else:
+            asked[index] = None
             undrafted[index] = (schedule, key)
     if undrafted:
         wanted = sorted({schedule.id for schedule, _ in undrafted.values()})
         parameters = dict(connection.execute(_THEIR_PARAMETERS, {"ids": wanted}).all())
         for index, (schedule, key) in undrafted.items():
             asked[index] = _request(schedule, runbooks[schedule.runbook_id], key, parameters[schedule.id])
-    return dict(sorted(asked.items())), schedules, runbooks
+    return asked, schedules, runbooks
 
 
 def _fire_batch(rt: Runtime, session: Session, ticks: list[Tick], drafts: Drafts) -> list[str | None]:

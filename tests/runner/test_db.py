@@ -86,3 +86,17 @@ def test_deferred_checkpoints_come_back_when_the_burst_fails(rt):
         raise RuntimeError("a burst that failed")
 
     assert _autocheckpoint(rt) == 1000
+
+
+def test_the_log_written_while_checkpoints_were_deferred_is_copied_back_after(rt, db_path):
+    with rt.db.write() as session:
+        session.execute(text("CREATE TABLE filler (data BLOB)"))
+    size_before = db_path.stat().st_size
+    with rt.db.deferring_checkpoints():
+        for _ in range(3):  # about 1,500 pages: past the 1,000 at which a commit would otherwise checkpoint
+            with rt.db.write() as session:
+                session.execute(text("INSERT INTO filler (data) VALUES (randomblob(2000000))"))
+        size_during = db_path.stat().st_size
+
+    assert size_during == size_before  # everything so far is in the log only
+    assert db_path.stat().st_size > size_before + 5_000_000

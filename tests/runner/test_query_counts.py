@@ -134,10 +134,7 @@ def test_invoke_builds_and_loads_no_job_object(api):
 def test_a_called_runbooks_version_is_read_once_per_process(api, rt, worker):
     """A saved version never changes: the second call tree reads no runbook_versions row."""
     _runbook(api, "child", 1)
-    body = {"name": "parent", "title": "parent", "callable": True,
-            "steps": [{"title": "Run the child", "action": {"type": "runbook", "runbook": "child", "wait": False}}]}
-    assert api.post("/runbooks", json=body).status_code == 201
-    assert api.post("/runbooks/parent/publish").status_code == 200
+    _publish(api, "parent", [{"title": "Run the child", "action": {"type": "runbook", "runbook": "child", "wait": False}}])
     reads = []
     for _ in range(2):
         with counting(rt.db.engine) as statements:
