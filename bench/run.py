@@ -149,6 +149,9 @@ class Receiver:
 
     def __init__(self) -> None:
         self.latencies_ms: list[float] = []
+        # For each job.succeeded delivery: arrival minus the job's creation (the millisecond its version 7 UUID carries),
+        # i.e. from the invocation to its job's last delivery, the time an event waited to be written included.
+        self.job_latencies_ms: list[float] = []
         self.arrivals: list[float] = []
         self.lock = threading.Lock()
         receiver = self
@@ -168,10 +171,14 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path == "/deliveries" and body:
                     now = time.time()
-                    sent = datetime.fromisoformat(json.loads(body)["timestamp"].replace("Z", "+00:00")).timestamp()
+                    event = json.loads(body)
+                    sent = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
                     with receiver.lock:
                         receiver.latencies_ms.append((now - sent) * 1000)
                         receiver.arrivals.append(now)
+                        if event["type"] == "job.succeeded":
+                            created_ms = int(event["data"]["job"]["uuid"].replace("-", "")[:12], 16)
+                            receiver.job_latencies_ms.append(now * 1000 - created_ms)
                 self._reply()
 
             def _reply(self) -> None:
@@ -457,6 +464,7 @@ def run_backend(report: Report, *, name: str, database_url: str, workdir: Path, 
         results["e2e_c1"] = asdict(hey(f"{api}/runbooks/parent/jobs", n=n(300), c=1, body={"wait": 10}, headers=headers, count_status="200"))
         results["e2e_c8"] = asdict(hey(f"{api}/runbooks/parent/jobs", n=n(500), c=8, body={"wait": 10}, headers=headers, count_status="200"))
         receiver.latencies_ms.clear()
+        receiver.job_latencies_ms.clear()
         receiver.arrivals.clear()
         # hey sends a whole number of requests per connection (1,500 at c8 is 1,496): count what it got answered.
         invoked = hey(f"{api}/runbooks/notify/jobs", n=n(1500), c=8, body={}, headers=headers)
@@ -468,7 +476,8 @@ def run_backend(report: Report, *, name: str, database_url: str, workdir: Path, 
         span = (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else float("nan")
         results["deliveries"] = {"events": count, "delivered": len(arrivals), "per_second": round(len(arrivals) / span, 1) if span else 0,
                                  "p50_ms": round(_percentile(receiver.latencies_ms, 0.5), 1),
-                                 "p99_ms": round(_percentile(receiver.latencies_ms, 0.99), 1)}
+                                 "p99_ms": round(_percentile(receiver.latencies_ms, 0.99), 1),
+                                 "invocation_to_last_delivery_p50_ms": round(_percentile(receiver.job_latencies_ms, 0.5), 1)}
     finally:
         runner.stop()
 
@@ -544,7 +553,8 @@ def _judge(report: Report, name: str, results: dict[str, Any]) -> None:
                round(results["e2e_c8"]["rps"] / ceiling["c8"]["rps"], 2)),
         Target(f"{name}: deliveries per second", results["deliveries"]["per_second"], 500, True, "/s",
                round(results["deliveries"]["per_second"] / ceiling["c8"]["rps"], 2)),
-        Target(f"{name}: event-to-delivery p50", results["deliveries"]["p50_ms"], 50, False, "ms"),
+        Target(f"{name}: event-to-delivery p50", results["deliveries"]["p50_ms"], 50, False, "ms",
+               note=f"invocation to its job's last delivery: {results['deliveries']['invocation_to_last_delivery_p50_ms']} ms p50"),
         Target(f"{name}: peak memory (PSS) under invoke", results["memory"]["peak_pss_mb"], 150, False, "MB",
                note=f"plain RSS sum {results['memory']['peak_rss_sum_mb']} MB"),
     ]

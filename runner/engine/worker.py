@@ -51,6 +51,8 @@ class LeasedWorker:
     signal_key = ""
     # Items one thread claims per round in the background loop.
     loop_batch = 1
+    # While work piles up (each claim filled its batch), the next claim asks for twice as many, up to this (None: never more).
+    max_loop_batch: int | None = None
     # Items one ``run_once`` claims when the caller names no limit.
     default_limit = 50
     # Rounds ``run_until_idle`` makes before concluding that something keeps coming due.
@@ -70,6 +72,8 @@ class LeasedWorker:
         # Threads claim one at a time (a batch, if work piled up meanwhile) instead of all queueing for the
         # write lock to claim one item each.
         self._claiming = threading.Lock()
+        # What the next claim of the background loop asks for (changed under ``_claiming``).
+        self._batch = self.loop_batch
 
     def default_threads(self, rt: Runtime) -> int:
         """How many threads ``start`` runs when none is given."""
@@ -106,6 +110,10 @@ class LeasedWorker:
         """Extend the leases this worker holds (so a live worker keeps its items and a dead one loses them)."""
         return renew_leases(self.rt, self.leased, self.worker_id)
 
+    def next_batch(self, asked: int, claimed: int) -> int:
+        """How many items the next claim asks for: twice as many after a full batch (work is piling up), else ``loop_batch``."""
+        return min(asked * 2, self.max_loop_batch or self.loop_batch) if claimed >= asked else self.loop_batch
+
     def _loop(self) -> None:
         signal = self.rt.signals[self.signal_key]
         while not self._stop.is_set():
@@ -115,10 +123,11 @@ class LeasedWorker:
                 if self._stop.is_set():
                     break
                 try:
-                    items = self.claim(self.loop_batch)
+                    items = self.claim(self._batch)
                 except Exception:  # noqa: BLE001 - the store may be briefly unavailable; try again
                     log.exception("%s: claiming failed", self.role)
                     items = []
+                self._batch = self.next_batch(self._batch, len(items))
                 if not items:
                     # A stop also sets the signal: leave it set, so the threads queued behind this one see it too.
                     if signal.wait(self.rt.settings.poll_interval) and not self._stop.is_set():
@@ -160,8 +169,10 @@ class JobWorker(LeasedWorker):
     leased = Job
     signal_key = JOBS_DUE
     max_rounds = 1000
-    # Due jobs one thread leases and moves in one transaction; HTTP calls and children follow one by one.
+    # Due jobs one thread leases and moves in one transaction; HTTP calls and children follow one by one. When jobs
+    # pile up (invocations arriving faster than batches of eight move them), batches grow to 32: half the cost per job.
     loop_batch = 8
+    max_loop_batch = 32
     gather_seconds = 0.01
 
     def default_threads(self, rt: Runtime) -> int:

@@ -15,6 +15,7 @@ from runner.engine.invoke import JobRequest, Trigger, create_job
 from runner.engine.machine import Machine, NeedsCall
 from runner.models import Job, Workspace
 from tests.processes import wait_until
+from webhooks.delivery import DeliveryWorker
 
 from .helpers import audit_entries
 from .test_engine import calls, events, http, job, manual, publish, runtime_with, start  # noqa: F401 - runtime_with is a fixture
@@ -196,6 +197,37 @@ def test_a_job_whose_driving_failed_is_let_go_and_taken_up_again_after_its_lease
     second.run_until_idle()
     assert job(api, uuid)["status"] == "succeeded"
     assert server.hits["/ping"] == 1
+
+
+def test_batches_grow_while_jobs_pile_up_and_shrink_when_they_do_not(api, rt, monkeypatch):
+    key = publish(api, "Page the on-call engineer", [manual("Acknowledge the page")])
+    uuids = [start(api, key) for _ in range(60)]
+    worker = JobWorker(rt, worker_id="busy-worker", threads=1)
+    asked: list[tuple[int, int]] = []
+    claim = worker.claim
+
+    def counting(limit: int) -> list:
+        moved = claim(limit)
+        asked.append((limit, len(moved)))
+        return moved
+
+    monkeypatch.setattr(worker, "claim", counting)
+    worker.start()
+    try:
+        wait_until(lambda: len(asked) >= 5, timeout=10, what="five claims")
+    finally:
+        worker.stop(5)
+
+    # 8, 16 and 32 full; 32 again (the ceiling) takes the last four; then back to 8, finding none.
+    assert asked[:5] == [(8, 8), (16, 16), (32, 32), (32, 4), (8, 0)]
+    assert {job(api, uuid)["status"] for uuid in uuids} == {"waiting"}
+
+
+def test_a_batch_that_is_not_full_sets_the_next_back_to_the_first_size(rt):
+    worker = JobWorker(rt, worker_id="w", threads=1)
+
+    assert [worker.next_batch(8, 8), worker.next_batch(16, 16), worker.next_batch(32, 32), worker.next_batch(32, 31)] == [16, 32, 32, 8]
+    assert DeliveryWorker(rt).next_batch(32, 32) == 32  # deliveries keep their one batch size
 
 
 def test_stopping_a_worker_ends_every_thread_at_once_even_with_a_long_poll(runtime_with):
