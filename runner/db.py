@@ -297,8 +297,8 @@ def execute_many(connection: Connection, statement: Executable, rows: list[dict[
         try:
             parameters = prepared.parameters(rows)
         except KeyError:
-            parameters = None
-        if parameters is not None:
+            pass  # a row lacks one of the first row's keys: SQLAlchemy says which
+        else:
             connection.exec_driver_sql(prepared.sql, parameters)
             return
     connection.execute(statement, rows)

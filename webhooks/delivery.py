@@ -252,6 +252,8 @@ _SUCCEED = (
     .returning(_D.c.id, _D.c.subscription_id, _D.c.event_type, _D.c.job_id)
 )
 _RESET_STREAKS = update(_S).where(_S.c.id.in_(bindparam("ids", expanding=True)), _S.c.failure_streak != 0).values(failure_streak=0)
+
+
 def _record_successes(rt: Runtime, session: Any, worker_id: str, by_status: dict[int, list[tuple[str, _Outcome]]]) -> list[str]:
     """Mark succeeded, log the attempts of, and reset the failure streaks behind the deliveries still leased; return their ids."""
     if not by_status:

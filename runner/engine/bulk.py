@@ -179,8 +179,11 @@ def prepare_many(rt: Runtime, session: Session, requests: Sequence[JobRequest]) 
     drafts: list[Draft | None] = []
     for request in requests:
         checked = checks.runnable(request)
-        fingerprint = checks.fingerprint(checked, request) if checked is not None else None
-        parameters = checks.parameters(checked, request, fingerprint) if checked is not None else None
+        if checked is None:
+            drafts.append(None)
+            continue
+        fingerprint = checks.fingerprint(checked, request)
+        parameters = checks.parameters(checked, request, fingerprint)
         if parameters is None:
             drafts.append(None)
             continue

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -175,24 +176,29 @@ class ScheduleRunner:
         for when in [when for when in self._drafts if when <= now]:
             drafts.update(self._drafts.pop(when))
         started: list[str] = []
-        burst = len(ticks) > DEFAULT_FIRE_BATCH
-        with self.rt.db.deferring_checkpoints() if burst else contextlib.nullcontext():
-            if burst:
-                # The job workers of this process wait for the whole burst: starting its first jobs meanwhile would
-                # only make its last ones later (one interpreter, one SQLite writer).
-                self.rt.firing_burst.set()
-            try:
-                for first in range(0, len(ticks), DEFAULT_FIRE_BATCH):
-                    started += fire_many(self.rt, ticks[first:first + DEFAULT_FIRE_BATCH], drafts)
-            finally:
-                if burst:
-                    self.rt.firing_burst.clear()
-                    self.rt.signals[JOBS_DUE].set()
+        with self._burst() if len(ticks) > DEFAULT_FIRE_BATCH else contextlib.nullcontext():
+            for first in range(0, len(ticks), DEFAULT_FIRE_BATCH):
+                started += fire_many(self.rt, ticks[first:first + DEFAULT_FIRE_BATCH], drafts)
             self._store_next_run_times(advanced)
         for job in finished:
             self.store.remove_job(job.id)
         self.store.forget({job.id for job in finished})
         return started
+
+    @contextlib.contextmanager
+    def _burst(self) -> Iterator[None]:
+        """Fire more than one batch of ticks with SQLite checkpoints deferred and this process's job workers held back.
+
+        Starting the burst's first jobs meanwhile would only make its last ones
+        later (one interpreter, one SQLite writer); the workers are woken when it is done.
+        """
+        with self.rt.db.deferring_checkpoints():
+            self.rt.firing_burst.set()
+            try:
+                yield
+            finally:
+                self.rt.firing_burst.clear()
+                self.rt.signals[JOBS_DUE].set()
 
     def prepare(self, when: datetime) -> int:
         """Check now what firing the ticks due at ``when`` will need, so that firing them is mostly writing; return how many."""

@@ -7,9 +7,9 @@ from gunicorn.http.message import _check_fast_parser
 from runner.server import gunicorn_options
 
 
-def _config(**overrides: object) -> Config:
+def _config() -> Config:
     config = Config()
-    for key, value in {**gunicorn_options(host="127.0.0.1", port=8000, workers=1, threads=8), **overrides}.items():
+    for key, value in gunicorn_options(host="127.0.0.1", port=8000, workers=1, threads=8).items():
         config.set(key, value)
     return config
 
