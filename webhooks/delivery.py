@@ -5,9 +5,10 @@ delivery never breaks a job). This module uses the runner's models; the pure
 signing and classifying it relies on do not.
 
 Each worker thread claims a batch, sends it through its own small pool of
-senders (each with its own keep-alive connections), and records the answers
-in one transaction: successes, the common case, with a few prebuilt
-statements; everything else through the ORM, one delivery at a time.
+senders (each with its own kept-alive connections: ``webhooks.sender``), and
+records the answers in one transaction: successes, the common case, with a
+few prebuilt statements; everything else through the ORM, one delivery at a
+time.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-import urllib3
 from sqlalchemy import bindparam, or_, select, update
 
 from runner import metrics
@@ -37,7 +37,8 @@ from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 from .backoff import compute_backoff
 from .classify import Classification, Verdict, classify_response
 from .fanout import ACTIVE, RUNBOOK_INVOKED, WAKE_FLOW_JOBS, describe_target, wake_flow_job
-from .outbound import SEND_ERRORS, OutboundPolicy, OutboundRefused, describe_send_error, thread_pool
+from .outbound import SEND_ERRORS, OutboundPolicy, OutboundRefused, describe_send_error
+from .sender import post
 from .signing import signed_headers
 
 __all__ = ["DeliveryWorker", "claim_deliveries", "send_deliveries", "delivery_body"]
@@ -129,14 +130,11 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, policy
         return _Outcome(error=f"refused: {exc}")
     started = time.perf_counter()
     try:
-        # urllib3 directly: a signed POST costs about half the CPU it costs through requests.
-        response = thread_pool().request("POST", url, body=body, headers=headers, timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                                         retries=False, redirect=False)
+        answer = post(url, body, headers, timeout=timeout)
     except SEND_ERRORS as exc:
         return _Outcome(error=describe_send_error(exc, timeout), latency_ms=(time.perf_counter() - started) * 1000)
     latency = (time.perf_counter() - started) * 1000
-    return _Outcome(status=response.status, headers=dict(response.headers), excerpt=_excerpt(response.data, response.headers.get("Content-Type")),
-                    latency_ms=latency)
+    return _Outcome(status=answer.status, headers=answer.headers, excerpt=_excerpt(answer.body, answer.header("Content-Type")), latency_ms=latency)
 
 
 # Everything one attempt needs, for a batch of claimed deliveries, in one read.

@@ -1,0 +1,161 @@
+"""POST over kept-alive connections: one per (scheme, host, port) per thread, through the standard library's http.client.
+
+No proxies, no redirects (a 3xx is an answer like any other) and no retries
+but one: a kept connection the receiver closed while it sat idle can fail as
+it is used, before any answer; that request is sent once more on a new
+connection. Certificates are checked against certifi's CAs, hostname included.
+"""
+from __future__ import annotations
+
+import functools
+import http.client
+import select
+import socket
+import ssl
+import threading
+from typing import NamedTuple
+from urllib.parse import quote, urlsplit
+
+import certifi
+
+__all__ = ["Answer", "post"]
+
+# Kept-alive connections one thread holds at most (beyond, the least recently used is closed): bounds its open sockets.
+DEFAULT_KEPT_CONNECTIONS = 32
+# How a kept connection that the receiver closed while idle fails when used, before any byte of an answer.
+_STALE = (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
+# Characters left as they are in a request target; anything else (spaces, non-ASCII) is percent-encoded.
+_TARGET_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
+
+_Key = tuple[str, str, int]
+_local = threading.local()
+
+
+class Answer(NamedTuple):
+    """A receiver's answer: status, headers (names spelled as sent) and the whole body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """Return the value of header ``name``, whatever its case."""
+        name = name.lower()
+        return next((value for key, value in self.headers.items() if key.lower() == name), None)
+
+
+def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> Answer:
+    """POST ``body`` to ``url`` on this thread's kept connection to its host; raise one of ``SEND_ERRORS`` if no answer comes.
+
+    ``timeout`` bounds the connect and each read, in seconds.
+    """
+    key, target = _split(url)
+    conn, kept = _take(key, timeout)
+    try:
+        try:
+            response = _send(conn, target, body, headers)
+        except _STALE:
+            if not kept:
+                raise
+            conn.close()
+            conn = _connect(key, timeout)
+            response = _send(conn, target, body, headers)
+        answer = Answer(response.status, _merged(response.getheaders()), response.read())
+    except BaseException:
+        conn.close()
+        raise
+    if response.will_close:  # Connection: close, or an answer that ends with the connection
+        conn.close()
+    else:
+        _keep(key, conn)
+    return answer
+
+
+@functools.lru_cache(maxsize=1024)
+def _split(url: str) -> tuple[_Key, str]:
+    """Return (scheme, host, port) and the request target (path and query) of ``url``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"only absolute http and https URLs can be posted to, got {url!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (parts.scheme, parts.hostname, port), quote(target, safe=_TARGET_SAFE)
+
+
+def _send(conn: http.client.HTTPConnection, target: str, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
+    conn.request("POST", target, body=body, headers=headers)
+    return conn.getresponse()
+
+
+def _connections() -> dict[_Key, http.client.HTTPConnection]:
+    """This thread's idle connections, least recently used first."""
+    try:
+        return _local.connections
+    except AttributeError:
+        _local.connections = {}
+        return _local.connections
+
+
+def _take(key: _Key, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+    """Return this thread's idle connection for ``key`` if the receiver has not closed it (and True), else a new one (and False)."""
+    conn = _connections().pop(key, None)
+    if conn is not None:
+        if conn.sock is not None and not _readable(conn.sock):
+            if conn.timeout != timeout:
+                conn.timeout = timeout
+                conn.sock.settimeout(timeout)
+            return conn, True
+        conn.close()
+    return _connect(key, timeout), False
+
+
+def _keep(key: _Key, conn: http.client.HTTPConnection) -> None:
+    """Put ``conn`` back for the next POST to ``key``, closing the least recently used beyond the limit."""
+    connections = _connections()
+    connections[key] = conn
+    if len(connections) > DEFAULT_KEPT_CONNECTIONS:
+        connections.pop(next(iter(connections))).close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: the receiver closed it, or sent what nobody asked for."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _connect(key: _Key, timeout: float) -> http.client.HTTPConnection:
+    """Open a connection; a failure other than a timeout or a TLS error is raised as ConnectionError naming the address."""
+    scheme, host, port = key
+    if scheme == "https":
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=timeout, context=_tls())
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.connect()
+    except (TimeoutError, ssl.SSLError):
+        conn.close()
+        raise
+    except OSError as exc:
+        conn.close()
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ConnectionError(f"cannot connect to {address}: {exc}") from exc
+    return conn
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The TLS settings of every HTTPS connection: certifi's CAs, certificate and hostname required, HTTP/1.1."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _merged(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Headers by name as the receiver first spelled it; the values of a repeated header joined with ", "."""
+    headers: dict[str, str] = {}
+    spelled: dict[str, str] = {}
+    for name, value in pairs:
+        name = spelled.setdefault(name.lower(), name)
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
