@@ -57,7 +57,7 @@ def classify_response(status: int | None, headers: Mapping[str, str] | None = No
     if status == 410:
         return Classification(Verdict.GONE, "HTTP 410 Gone")
     if status in RETRIABLE_STATUSES:
-        retry_after = parse_retry_after((headers or {}).get("Retry-After"))
+        retry_after = parse_retry_after(next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None))
         return Classification(Verdict.RETRY, f"HTTP {status}", retry_after)
     if expected and 200 <= status < 300:
         wanted = ", ".join(str(s) for s in sorted(expected))

@@ -106,6 +106,7 @@ def test_backoff_is_never_negative_nor_above_max_delay(attempt, base, factor, ma
         (429, {}, (), Verdict.RETRY, "HTTP 429", None),
         (429, {"Retry-After": "30"}, (), Verdict.RETRY, "HTTP 429", 30.0),
         (503, {"Retry-After": "7"}, (), Verdict.RETRY, "HTTP 503", 7.0),
+        (503, {"retry-after": "7"}, (), Verdict.RETRY, "HTTP 503", 7.0),  # header names are case-insensitive
         (503, {"Retry-After": "soon"}, (), Verdict.RETRY, "HTTP 503", None),
         (500, {}, (), Verdict.RETRY, "HTTP 500", None),
         (502, {}, (), Verdict.RETRY, "HTTP 502", None),
