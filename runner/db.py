@@ -3,7 +3,9 @@
 SQLite runs in WAL mode; write transactions start with ``BEGIN IMMEDIATE`` so
 two writers queue on the busy timeout instead of failing with "database is
 locked" when a read lock would have to be upgraded. PostgreSQL uses ordinary
-transactions and row locks (``FOR UPDATE SKIP LOCKED``) where work is claimed.
+transactions and row locks (``FOR UPDATE SKIP LOCKED``) where work is claimed;
+its reads run outside transactions, and a pooled connection that sat idle is
+checked before it is handed out.
 """
 from __future__ import annotations
 
@@ -11,13 +13,14 @@ import fcntl
 import json
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, create_engine, event, insert
+from sqlalchemy import Table, create_engine, event, exc, insert
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
@@ -30,6 +33,9 @@ DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000
 DEFAULT_SQLITE_AUTOCHECKPOINT = 1000
 # Connections kept open per process against PostgreSQL.
 DEFAULT_PG_POOL_SIZE = 10
+# A pooled PostgreSQL connection idle for longer than this (seconds) is asked whether it is still alive before it is
+# handed out; one used more recently is not, saving a round trip per transaction while the runner is busy.
+DEFAULT_PG_PING_AFTER_IDLE = 1.0
 
 
 class Encoded(str):
@@ -71,11 +77,15 @@ class Database:
             self._write_engine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         else:
             # The process id in application_name lets an operator see in pg_stat_activity who holds which lock.
-            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                                        json_serializer=_to_json,
+            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size, json_serializer=_to_json,
                                         connect_args={"application_name": f"runbook-manager pid={os.getpid()}"})
+            _ping_when_idle(self.engine, DEFAULT_PG_PING_AFTER_IDLE)
             self._write_engine = self.engine
-        self._readers = sessionmaker(self.engine, expire_on_commit=False)
+        # On PostgreSQL each statement of a READ COMMITTED transaction sees the data as of its own start anyway, so reads
+        # run outside any transaction: no BEGIN and no ROLLBACK, two round trips fewer per read. On SQLite a read
+        # transaction keeps one snapshot for all its statements, and costs no round trip.
+        self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres else self.engine
+        self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
         self._writers = sessionmaker(self._write_engine, expire_on_commit=False)
         # While set, this process's SQLite transactions leave the write-ahead log for one checkpoint afterwards.
         self.checkpoints_deferred = False
@@ -104,7 +114,7 @@ class Database:
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """Yield a Core connection for reading, rolled back when done: half the cost of a session, for hot paths that load no objects."""
-        with self.engine.connect() as connection:
+        with self._read_engine.connect() as connection:
             yield connection
 
     @contextmanager
@@ -210,6 +220,29 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Check a pooled connection that sat idle longer than ``idle_seconds`` before handing it out; replace it if it is gone.
+
+    A connection the server dropped (a restart, an idle timeout) is found here
+    rather than by the request that would use it. One that was in use a moment
+    ago is handed out unchecked: if the server went away in that moment, the
+    statement fails, and the pool throws away every connection opened before.
+    """
+    @event.listens_for(engine, "checkin")
+    def _idle_from_now(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")  # None for a connection just opened
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise exc.DisconnectionError(f"pooled connection is gone: {error}") from error
 
 
 def _configure_sqlite(engine: Engine, database: Database) -> None:
