@@ -77,7 +77,9 @@ class Database:
             self._write_engine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         else:
             # The process id in application_name lets an operator see in pg_stat_activity who holds which lock.
-            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size, json_serializer=_to_json,
+            # Last in, first out: while the runner is busy the same few connections go round, fresh enough not to be
+            # checked (see _ping_when_idle), and the rest sit idle.
+            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True, json_serializer=_to_json,
                                         connect_args={"application_name": f"runbook-manager pid={os.getpid()}"})
             _ping_when_idle(self.engine, DEFAULT_PG_PING_AFTER_IDLE)
             self._write_engine = self.engine
@@ -86,6 +88,7 @@ class Database:
         # transaction keeps one snapshot for all its statements, and costs no round trip.
         self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres else self.engine
         self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
+        event.listen(self._readers, "before_flush", _refuse_writes)
         self._writers = sessionmaker(self._write_engine, expire_on_commit=False)
         # While set, this process's SQLite transactions leave the write-ahead log for one checkpoint afterwards.
         self.checkpoints_deferred = False
@@ -101,7 +104,7 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """Yield a session for reading; nothing it does is committed.
+        """Yield a session for reading; it refuses to flush changes (on PostgreSQL it has no transaction to undo them).
 
         Closing (rather than rolling back) leaves the objects it loaded usable, detached.
         """
@@ -113,7 +116,7 @@ class Database:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        """Yield a Core connection for reading, rolled back when done: half the cost of a session, for hot paths that load no objects."""
+        """Yield a Core connection for reading only: half the cost of a session, for hot paths that load no objects."""
         with self._read_engine.connect() as connection:
             yield connection
 
@@ -226,9 +229,10 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
     """Check a pooled connection that sat idle longer than ``idle_seconds`` before handing it out; replace it if it is gone.
 
     A connection the server dropped (a restart, an idle timeout) is found here
-    rather than by the request that would use it. One that was in use a moment
-    ago is handed out unchecked: if the server went away in that moment, the
-    statement fails, and the pool throws away every connection opened before.
+    rather than by the request that would use it, and every connection the
+    pool opened before it is thrown away too. One that was in use less than
+    ``idle_seconds`` ago is handed out unchecked: if the server went away
+    meanwhile, its statement fails, and the pool throws the others away then.
     """
     @event.listens_for(engine, "checkin")
     def _idle_from_now(dbapi_connection: Any, record: Any) -> None:
@@ -242,7 +246,11 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
         try:
             engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as error:
-            raise exc.DisconnectionError(f"pooled connection is gone: {error}") from error
+            raise exc.InvalidatePoolError(f"pooled connection is gone: {error}") from error
+
+
+def _refuse_writes(session: Session, _flush_context: Any, _instances: Any) -> None:
+    raise RuntimeError("a read session may not write; use Database.write()")
 
 
 def _configure_sqlite(engine: Engine, database: Database) -> None:

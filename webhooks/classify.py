@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
-__all__ = ["Verdict", "Classification", "classify_response", "parse_retry_after", "RETRIABLE_STATUSES"]
+__all__ = ["Verdict", "Classification", "classify_response", "header_value", "parse_retry_after", "RETRIABLE_STATUSES"]
 
 # Answers that say "try again later" rather than "this will never work".
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -29,6 +29,12 @@ class Classification:
     verdict: Verdict
     reason: str
     retry_after: float | None = None
+
+
+def header_value(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """The value of header ``name`` in ``headers`` as a receiver spelled them, whatever the case of either."""
+    name = name.lower()
+    return next((value for key, value in (headers or {}).items() if key.lower() == name), None)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -57,7 +63,7 @@ def classify_response(status: int | None, headers: Mapping[str, str] | None = No
     if status == 410:
         return Classification(Verdict.GONE, "HTTP 410 Gone")
     if status in RETRIABLE_STATUSES:
-        retry_after = parse_retry_after(next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None))
+        retry_after = parse_retry_after(header_value(headers, "Retry-After"))
         return Classification(Verdict.RETRY, f"HTTP {status}", retry_after)
     if expected and 200 <= status < 300:
         wanted = ", ".join(str(s) for s in sorted(expected))

@@ -2,8 +2,12 @@
 
 No proxies, no redirects (a 3xx is an answer like any other) and no retries
 but one: a kept connection the receiver closed while it sat idle can fail as
-it is used, before any answer; that request is sent once more on a new
-connection. Certificates are checked against certifi's CAs, hostname included.
+it is used. So a request on a kept connection that fails with a broken pipe,
+a reset or a close before any answer is sent once more, on a new connection,
+whenever in the exchange that failure came; a receiver may therefore get it
+twice (it deduplicates on ``webhook-id``), and an attempt can take up to
+twice its timeout. Certificates are checked against certifi's CAs, hostname
+included.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 import certifi
+
+from .classify import header_value
 
 __all__ = ["Answer", "post"]
 
@@ -40,8 +46,7 @@ class Answer(NamedTuple):
 
     def header(self, name: str) -> str | None:
         """Return the value of header ``name``, whatever its case."""
-        name = name.lower()
-        return next((value for key, value in self.headers.items() if key.lower() == name), None)
+        return header_value(self.headers, name)
 
 
 def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> Answer:

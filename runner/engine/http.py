@@ -89,7 +89,7 @@ def perform(call: HttpCall, policy: OutboundPolicy) -> HttpResult:
             data = call.body.encode()
     started = time.perf_counter()
     try:
-        # urllib3 directly, as webhook deliveries do: through requests a call costs about twice the CPU.
+        # urllib3 directly: through requests a call costs about twice the CPU.
         response = thread_pool().urlopen(call.method, call.url, body=data, headers=headers, redirect=False, retries=False,
                                          timeout=urllib3.Timeout(connect=call.timeout, read=call.timeout), preload_content=False)
     except SEND_ERRORS as exc:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from runner.db import Database
+from runner.models import Workspace
 
 
 def _other_connection(db_path: Path) -> sqlite3.Connection:
@@ -100,3 +101,11 @@ def test_the_log_written_while_checkpoints_were_deferred_is_copied_back_after(rt
 
     assert size_during == size_before  # everything so far is in the log only
     assert db_path.stat().st_size > size_before + 5_000_000
+
+
+def test_a_read_session_refuses_to_write(rt):
+    with pytest.raises(RuntimeError, match="read session may not write"), rt.db.read() as session:
+        session.add(Workspace(slug="sneaky", name="Sneaky"))
+        session.flush()
+    with rt.db.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM workspaces WHERE slug = 'sneaky'")).scalar_one() == 0

@@ -1,4 +1,4 @@
-"""The delivery sender on the wire: kept-alive connections, receivers that close them, no redirects, failures named as before."""
+"""The delivery sender on the wire: kept-alive connections, receivers that close them, no redirects, how failures read."""
 from __future__ import annotations
 
 import json
@@ -226,6 +226,7 @@ def test_a_new_connection_closed_without_an_answer_is_not_retried(receive):
 def test_an_answer_saying_connection_close_ends_the_connection(receive):
     receiver = receive()
     assert send(receiver.url + "/close").status == 200
+    assert sender._connections() == {}  # not kept for the next POST
     receiver.wait_until(lambda: receiver.closed == 1)
 
     assert send(receiver.url + "/next").status == 200
