@@ -125,12 +125,12 @@ def _excerpt(content: bytes, content_type: str | None) -> str:
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, policy: OutboundPolicy) -> _Outcome:
     try:
-        policy.check(url)
+        addresses = policy.check(url)
     except OutboundRefused as exc:
         return _Outcome(error=f"refused: {exc}")
     started = time.perf_counter()
     try:
-        answer = post(url, body, headers, timeout=timeout)
+        answer = post(url, body, headers, timeout=timeout, addresses=addresses)
     except SEND_ERRORS as exc:
         return _Outcome(error=describe_send_error(exc, timeout), latency_ms=(time.perf_counter() - started) * 1000)
     latency = (time.perf_counter() - started) * 1000

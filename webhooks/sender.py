@@ -17,7 +17,8 @@ import select
 import socket
 import ssl
 import threading
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import certifi
@@ -49,13 +50,16 @@ class Answer(NamedTuple):
         return header_value(self.headers, name)
 
 
-def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> Answer:
+def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float, addresses: Sequence[str] = ()) -> Answer:
     """POST ``body`` to ``url`` on this thread's kept connection to its host; raise one of ``SEND_ERRORS`` if no answer comes.
 
-    ``timeout`` bounds the connect and each read, in seconds.
+    ``timeout`` bounds the connect and each read, in seconds. A new
+    connection goes to one of ``addresses`` when given (those the outbound
+    check approved, so that the host name is not resolved a second time, to
+    somewhere else), else to wherever the host name resolves.
     """
     key, target = _split(url)
-    conn, kept = _take(key, timeout)
+    conn, kept = _take(key, timeout, addresses)
     try:
         try:
             response = _send(conn, target, body, headers)
@@ -63,7 +67,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> A
             if not kept:
                 raise
             conn.close()
-            conn = _connect(key, timeout)
+            conn = _connect(key, timeout, addresses)
             response = _send(conn, target, body, headers)
         answer = Answer(response.status, _merged(response.getheaders()), response.read())
     except BaseException:
@@ -101,7 +105,7 @@ def _connections() -> dict[_Key, http.client.HTTPConnection]:
         return _local.connections
 
 
-def _take(key: _Key, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+def _take(key: _Key, timeout: float, addresses: Sequence[str]) -> tuple[http.client.HTTPConnection, bool]:
     """Return this thread's idle connection for ``key`` if the receiver has not closed it (and True), else a new one (and False)."""
     conn = _connections().pop(key, None)
     if conn is not None:
@@ -111,7 +115,7 @@ def _take(key: _Key, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
                 conn.sock.settimeout(timeout)
             return conn, True
         conn.close()
-    return _connect(key, timeout), False
+    return _connect(key, timeout, addresses), False
 
 
 def _keep(key: _Key, conn: http.client.HTTPConnection) -> None:
@@ -129,13 +133,17 @@ def _readable(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-def _connect(key: _Key, timeout: float) -> http.client.HTTPConnection:
-    """Open a connection; a failure other than a timeout or a TLS error is raised as ConnectionError naming the address."""
+def _connect(key: _Key, timeout: float, addresses: Sequence[str]) -> http.client.HTTPConnection:
+    """Open a connection (to one of ``addresses`` if given); a failure other than a timeout or a TLS error is raised as
+    ConnectionError naming the address."""
     scheme, host, port = key
     if scheme == "https":
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=timeout, context=_tls())
     else:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    if addresses:
+        # http.client's hook for opening the socket; the Host header, SNI and the certificate check keep the host name.
+        conn._create_connection = functools.partial(_open_one_of, tuple(addresses))  # noqa: SLF001
     try:
         conn.connect()
     except (TimeoutError, ssl.SSLError):
@@ -146,6 +154,17 @@ def _connect(key: _Key, timeout: float) -> http.client.HTTPConnection:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise ConnectionError(f"cannot connect to {address}: {exc}") from exc
     return conn
+
+
+def _open_one_of(addresses: tuple[str, ...], address: tuple[str, int], timeout: float, source_address: Any = None) -> socket.socket:
+    """Connect to the first of ``addresses`` that answers, on ``address``'s port; raise the last failure if none does."""
+    error: OSError | None = None
+    for ip in addresses:
+        try:
+            return socket.create_connection((ip, address[1]), timeout, source_address)
+        except OSError as exc:
+            error = exc
+    raise error  # type: ignore[misc]  # addresses is never empty here
 
 
 @functools.cache

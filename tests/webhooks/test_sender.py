@@ -341,6 +341,37 @@ def test_nothing_listening_is_a_connection_error_naming_the_refusal():
     assert "refused" in outcome.error
 
 
+# --- where a connection goes ----------------------------------------------------------------------------------
+
+
+def test_a_connection_goes_to_the_address_the_check_approved_not_a_second_lookup(receive):
+    receiver = receive()
+    port = receiver.httpd.server_address[1]
+    looked_up: list[str] = []
+
+    def resolver(host: str, _port: int) -> list[str]:
+        looked_up.append(host)
+        return ["127.0.0.1"]
+
+    # .invalid never resolves (RFC 6761): only the check's resolver can say where the receiver is.
+    policy = OutboundPolicy.from_setting("receiver.invalid", resolver=resolver)
+    outcome = _post(f"http://receiver.invalid:{port}/hook", BODY, {}, 5.0, policy)
+
+    assert (outcome.status, outcome.error) == (200, None)
+    assert looked_up == ["receiver.invalid"]
+    assert dict(receiver.requests[-1]["headers"])["Host"] == f"receiver.invalid:{port}"
+
+
+def test_the_next_approved_address_is_tried_when_one_refuses(receive):
+    receiver = receive()
+    port = receiver.httpd.server_address[1]
+
+    answer = post(f"http://receiver.invalid:{port}/hook", BODY, {}, timeout=5.0, addresses=["127.0.0.2", "127.0.0.1"])
+
+    assert answer.status == 200
+    assert receiver.paths() == ["/hook"]
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 def test_a_certificate_that_does_not_verify_is_an_ssl_error(tmp_path: Path):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
