@@ -1,13 +1,18 @@
-"""A local HTTP server for tests: counts hits per path and answers from a script."""
+"""Local servers for tests: an HTTP server that counts hits per path and answers from a script, and a TLS listener
+whose certificate no client trusts."""
 from __future__ import annotations
 
 import json
+import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -78,3 +83,25 @@ class CountingServer:
 def counting_server() -> Iterator[CountingServer]:
     with CountingServer() as server:
         yield server
+
+
+@contextmanager
+def untrusted_tls_port(workdir: Path) -> Iterator[int]:
+    """Yield the port of a listener on 127.0.0.1 that offers one TLS handshake with a self-signed certificate (needs `openssl`)."""
+    key, cert = workdir / "key.pem", workdir / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def serve_one() -> None:
+            conn, _ = listener.accept()
+            try:
+                context.wrap_socket(conn, server_side=True)
+            except OSError:
+                pass  # the client refuses the certificate
+            finally:
+                conn.close()
+
+        threading.Thread(target=serve_one, daemon=True).start()
+        yield listener.getsockname()[1]

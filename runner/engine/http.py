@@ -5,7 +5,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import urllib3
 from urllib3 import HTTPHeaderDict
@@ -71,13 +71,39 @@ def build_call(action: dict[str, Any], params: dict[str, Any], *, default_timeou
     )
 
 
+def _send(call: HttpCall, parts: SplitResult, addresses: list[str], data: bytes | None,
+          headers: HTTPHeaderDict) -> urllib3.BaseHTTPResponse:
+    """Send the call to the first of ``addresses`` (those the outbound check approved) that takes the connection.
+
+    The URL's host name is not looked up again, so an answer changed in
+    between cannot point the call elsewhere; it stays in the Host header, in
+    TLS's server name and in the certificate check.
+    """
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    hostname = parts.hostname or ""
+    pool_kwargs = {"server_hostname": hostname, "assert_hostname": hostname} if parts.scheme == "https" else {}
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    for index, address in enumerate(addresses):
+        pool = thread_pool().connection_from_host(address.split("%")[0], port=port, scheme=parts.scheme, pool_kwargs=pool_kwargs)
+        try:
+            # urllib3 directly: through requests a call costs about twice the CPU.
+            return pool.urlopen(call.method, target, body=data, headers=headers, redirect=False, retries=False, assert_same_host=False,
+                                timeout=urllib3.Timeout(connect=call.timeout, read=call.timeout), preload_content=False)
+        except urllib3.exceptions.NewConnectionError:
+            if index == len(addresses) - 1:
+                raise
+    raise ValueError(f"no address to call {call.url!r} at")
+
+
 def perform(call: HttpCall, policy: OutboundPolicy) -> HttpResult:
     """Send the request; never raises: refusals, timeouts and errors are part of the result."""
     try:
-        policy.check(call.url)
+        addresses = policy.check(call.url)
     except OutboundRefused as exc:
         return HttpResult(refused=str(exc), error=str(exc))
+    parts = urlsplit(call.url)
     headers = HTTPHeaderDict(DEFAULT_HEADERS)
+    headers["Host"] = parts.netloc.rpartition("@")[2]
     for name, value in call.headers.items():
         headers[name] = value
     data = None
@@ -89,9 +115,7 @@ def perform(call: HttpCall, policy: OutboundPolicy) -> HttpResult:
             data = call.body.encode()
     started = time.perf_counter()
     try:
-        # urllib3 directly: through requests a call costs about twice the CPU.
-        response = thread_pool().urlopen(call.method, call.url, body=data, headers=headers, redirect=False, retries=False,
-                                         timeout=urllib3.Timeout(connect=call.timeout, read=call.timeout), preload_content=False)
+        response = _send(call, parts, addresses, data, headers)
     except SEND_ERRORS as exc:
         return HttpResult(error=describe_send_error(exc, call.timeout), latency_ms=(time.perf_counter() - started) * 1000)
     try:

@@ -1,16 +1,19 @@
 """The http step's request on the wire: headers, long answers, redirects and failures, against a real local server."""
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runner.engine.http import EXCERPT_BYTES, HttpCall, perform
+from tests.servers import untrusted_tls_port
 from webhooks.outbound import OutboundPolicy
 
 POLICY = OutboundPolicy.from_setting("127.0.0.1")
@@ -104,3 +107,33 @@ def test_a_refused_connection_and_a_timeout_are_results_not_exceptions(site):
     assert refused.status is None and refused.error.startswith("ConnectionError:")
     slow = perform(call(url + "/slow", timeout=0.2), POLICY)
     assert (slow.status, slow.error) == (None, "timed out after 0.2s")
+
+
+def _resolving_to(*addresses: str) -> OutboundPolicy:
+    """A policy allowing service.invalid, which it resolves to ``addresses`` (.invalid itself never resolves: RFC 6761)."""
+    return OutboundPolicy.from_setting("service.invalid", resolver=lambda host, port: list(addresses))
+
+
+def test_a_call_goes_to_the_address_the_check_approved_with_the_host_name_in_its_host_header(site):
+    url, seen = site
+    port = url.rpartition(":")[2]
+    result = perform(call(f"http://service.invalid:{port}/short?x=1"), _resolving_to("127.0.0.1"))
+    assert (result.status, result.error) == (200, None)
+    assert seen[-1]["path"] == "/short?x=1"
+    assert dict(seen[-1]["headers"])["Host"] == f"service.invalid:{port}"
+
+
+def test_the_next_approved_address_is_tried_when_one_refuses_and_a_steps_host_header_wins(site):
+    url, seen = site
+    port = url.rpartition(":")[2]
+    result = perform(call(f"http://service.invalid:{port}/short", headers={"host": "api.example"}), _resolving_to("127.0.0.2", "127.0.0.1"))
+    assert result.status == 200
+    assert [value for name, value in seen[-1]["headers"] if name.lower() == "host"] == ["api.example"]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_a_certificate_that_does_not_verify_fails_the_call(tmp_path: Path):
+    with untrusted_tls_port(tmp_path) as port:
+        result = perform(call(f"https://127.0.0.1:{port}/"), POLICY)
+    assert result.status is None
+    assert result.error.startswith("SSLError:") and "CERTIFICATE_VERIFY_FAILED" in result.error

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.processes import free_port
+from tests.servers import untrusted_tls_port
 from webhooks import sender
 from webhooks.classify import Verdict, classify_response
 from webhooks.delivery import _post
@@ -374,22 +373,8 @@ def test_the_next_approved_address_is_tried_when_one_refuses(receive):
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 def test_a_certificate_that_does_not_verify_is_an_ssl_error(tmp_path: Path):
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        def serve_one() -> None:
-            conn, _ = listener.accept()
-            try:
-                context.wrap_socket(conn, server_side=True)
-            except OSError:
-                pass  # the client refuses the certificate
-            finally:
-                conn.close()
-
-        threading.Thread(target=serve_one, daemon=True).start()
-        outcome = _post(f"https://127.0.0.1:{listener.getsockname()[1]}/hook", BODY, {}, 5.0, POLICY)
+    with untrusted_tls_port(tmp_path) as port:
+        outcome = _post(f"https://127.0.0.1:{port}/hook", BODY, {}, 5.0, POLICY)
 
     assert outcome.status is None
     assert outcome.error.startswith("SSLError: [SSL: CERTIFICATE_VERIFY_FAILED]")
