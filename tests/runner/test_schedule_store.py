@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import apscheduler.job
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -35,19 +34,12 @@ def runner_with_schedules(api, key, rt) -> ScheduleRunner:  # noqa: F811 - the k
     return scheduler
 
 
-def test_jobs_restored_from_memory_equal_those_unpickled_from_the_rows_and_skip_resolving_their_function(
-        rt, runner_with_schedules, monkeypatch):
-    resolved: list[str] = []
-    resolve = apscheduler.job.ref_to_obj
-    monkeypatch.setattr(apscheduler.job, "ref_to_obj", lambda ref: resolved.append(ref) or resolve(ref))
+def test_jobs_restored_from_memory_equal_those_unpickled_from_the_rows(rt, runner_with_schedules):
     store = runner_with_schedules.store
-
-    first = store.get_all_jobs()
-    assert len(resolved) == 3  # the first restore of each state resolves the function by name
-    again = store.get_all_jobs()
-    assert len(resolved) == 3  # later ones copy it
+    first, again = store.get_all_jobs(), store.get_all_jobs()
 
     expected = sorted((_seen(job) for job in _plain_store(rt).get_all_jobs()), key=lambda seen: seen["id"])
+    assert len(expected) == 3
     for jobs in (first, again):
         assert sorted((_seen(job) for job in jobs), key=lambda seen: seen["id"]) == expected
     assert all(job._scheduler is runner_with_schedules._owner for job in again)  # noqa: SLF001
