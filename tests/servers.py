@@ -16,6 +16,25 @@ from pathlib import Path
 from typing import Any
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with kept-alive connections, no log lines, and ``send(status, body, **headers)`` for whole answers."""
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle and delayed ACKs add 40 ms.
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def send(self, status: int, body: bytes, **headers: str) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 class CountingServer:
     """Answer 200 unless a path was scripted (``script("/x", 500, 500, 200)``); remember every request."""
 
@@ -27,14 +46,7 @@ class CountingServer:
         self.lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in separate writes; without TCP_NODELAY, Nagle and delayed ACKs add 40 ms.
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -48,14 +60,7 @@ class CountingServer:
                 if delay:
                     time.sleep(delay)
                 status, headers = answer if isinstance(answer, tuple) else (answer, {})
-                payload = json.dumps({"path": path, "status": status}).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.send(status, json.dumps({"path": path, "status": status}).encode(), **{**headers, "Content-Type": "application/json"})
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
 

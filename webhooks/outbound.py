@@ -14,12 +14,12 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import certifi
 import urllib3
 
-__all__ = ["OutboundPolicy", "OutboundRefused", "thread_pool", "SEND_ERRORS", "describe_send_error"]
+__all__ = ["OutboundPolicy", "OutboundRefused", "thread_pool", "SEND_ERRORS", "describe_send_error", "port_and_target"]
 
 _local = threading.local()
 
@@ -45,6 +45,12 @@ def thread_pool() -> urllib3.PoolManager:
     if pool is None:
         pool = _local.pool = urllib3.PoolManager(num_pools=32, maxsize=1, retries=False, ca_certs=certifi.where(), cert_reqs="CERT_REQUIRED")
     return pool
+
+
+def port_and_target(parts: SplitResult) -> tuple[int, str]:
+    """The port an http(s) URL's request goes to (the scheme's own when it names none), and its target: path and query."""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return port, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -91,7 +97,7 @@ class OutboundPolicy:
         if not host:
             raise OutboundRefused(f"URL {url!r} names no host")
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            port, _ = port_and_target(parts)
         except ValueError:
             raise OutboundRefused(f"URL {url!r} has an invalid port") from None
         try:

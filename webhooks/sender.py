@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 import certifi
 
 from .classify import header_value
+from .outbound import port_and_target
 
 __all__ = ["Answer", "post"]
 
@@ -86,8 +87,7 @@ def _split(url: str) -> tuple[_Key, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"only absolute http and https URLs can be posted to, got {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    port, target = port_and_target(parts)
     return (parts.scheme, parts.hostname, port), quote(target, safe=_TARGET_SAFE)
 
 

@@ -10,7 +10,7 @@ from urllib.parse import SplitResult, urlsplit
 import urllib3
 from urllib3 import HTTPHeaderDict
 
-from webhooks.outbound import SEND_ERRORS, OutboundPolicy, OutboundRefused, describe_send_error, thread_pool
+from webhooks.outbound import SEND_ERRORS, OutboundPolicy, OutboundRefused, describe_send_error, port_and_target, thread_pool
 
 from ..services.params import render, render_value
 
@@ -79,20 +79,19 @@ def _send(call: HttpCall, parts: SplitResult, addresses: list[str], data: bytes 
     between cannot point the call elsewhere; it stays in the Host header, in
     TLS's server name and in the certificate check.
     """
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port, target = port_and_target(parts)
     hostname = parts.hostname or ""
     pool_kwargs = {"server_hostname": hostname, "assert_hostname": hostname} if parts.scheme == "https" else {}
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    for index, address in enumerate(addresses):
+    refused: urllib3.exceptions.NewConnectionError | None = None
+    for address in addresses:  # never empty: the check resolved the host to them
         pool = thread_pool().connection_from_host(address.split("%")[0], port=port, scheme=parts.scheme, pool_kwargs=pool_kwargs)
         try:
             # urllib3 directly: through requests a call costs about twice the CPU.
             return pool.urlopen(call.method, target, body=data, headers=headers, redirect=False, retries=False, assert_same_host=False,
                                 timeout=urllib3.Timeout(connect=call.timeout, read=call.timeout), preload_content=False)
-        except urllib3.exceptions.NewConnectionError:
-            if index == len(addresses) - 1:
-                raise
-    raise ValueError(f"no address to call {call.url!r} at")
+        except urllib3.exceptions.NewConnectionError as exc:
+            refused = exc
+    raise refused  # type: ignore[misc]
 
 
 def perform(call: HttpCall, policy: OutboundPolicy) -> HttpResult:

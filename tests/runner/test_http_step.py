@@ -6,32 +6,27 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runner.engine.http import EXCERPT_BYTES, HttpCall, perform
-from tests.servers import untrusted_tls_port
+from tests.servers import QuietHandler, untrusted_tls_port
 from webhooks.outbound import OutboundPolicy
 
 POLICY = OutboundPolicy.from_setting("127.0.0.1")
 LONG = b"x" * (EXCERPT_BYTES * 50)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _Handler(QuietHandler):
     seen: list[dict[str, Any]]
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:  # noqa: N802
         self.seen.append({"path": self.path, "headers": self.headers.items()})
         if self.path == "/long":
-            self._send(200, LONG)
+            self.send(200, LONG)
         elif self.path == "/chunked":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
@@ -40,20 +35,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (EXCERPT_BYTES, b"y" * EXCERPT_BYTES))
             self.wfile.write(b"0\r\n\r\n")
         elif self.path == "/moved":
-            self._send(302, b"", Location="/elsewhere")
+            self.send(302, b"", Location="/elsewhere")
         elif self.path == "/slow":
             time.sleep(1)
-            self._send(200, b"late")
+            self.send(200, b"late")
         else:
-            self._send(200, b'{"ok": true}')
-
-    def _send(self, status: int, body: bytes, **headers: str) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            self.send(200, b'{"ok": true}')
 
 
 @pytest.fixture

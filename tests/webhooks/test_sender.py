@@ -7,14 +7,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.processes import free_port
-from tests.servers import untrusted_tls_port
+from tests.servers import QuietHandler, untrusted_tls_port
 from webhooks import sender
 from webhooks.classify import Verdict, classify_response
 from webhooks.delivery import _post
@@ -48,13 +48,7 @@ class Receiver:
         self.silence = threading.Event()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def setup(self) -> None:
                 super().setup()
                 self.answered = 0
@@ -77,13 +71,13 @@ class Receiver:
                     receiver.silence.wait(PATIENCE)
                     self.close_connection = True
                 elif self.path == "/close":
-                    self._send(200, b"{}", Connection="close")
+                    self.send(200, b"{}", Connection="close")
                 elif self.path == "/hang-up":
-                    self._send(200, b"{}")
+                    self.send(200, b"{}")
                     self.connection.shutdown(socket.SHUT_WR)
                     receiver.hung_up += 1
                 elif self.path == "/moved":
-                    self._send(302, b"", Location="/elsewhere")
+                    self.send(302, b"", Location="/elsewhere")
                 elif self.path == "/odd":
                     self.send_response(503)
                     for name, value in [("retry-after", "7"), ("X-Tag", "a"), ("x-tag", "b"), ("content-type", "text/plain; charset=iso-8859-1")]:
@@ -92,15 +86,7 @@ class Receiver:
                     self.end_headers()
                     self.wfile.write("caf\xe9".encode("latin-1"))
                 else:
-                    self._send(200, json.dumps({"path": self.path}).encode(), **{"Retry-After": "3", "Content-Type": "application/json"})
-
-            def _send(self, status: int, body: bytes, **headers: str) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    self.send(200, json.dumps({"path": self.path}).encode(), **{"Retry-After": "3", "Content-Type": "application/json"})
 
         class Server(ThreadingHTTPServer):
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
