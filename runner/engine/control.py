@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from webhooks.outbound import OutboundPolicy
@@ -15,7 +15,7 @@ from ..models import Event, Job
 from ..runtime import JOBS_DUE, Runtime
 from ..services import audit
 from ..services.pagination import MAX_ROW_NUMBER, cut_page, decode_cursor
-from .driver import drive, follow_up, move_new
+from .driver import Moved, drive, follow_up, move_new
 from .invoke import JobRequest, Trigger, create_job
 from .machine import Blocked, Machine, NeedsCall
 from .report import event_to_dict, find_job, job_to_dict
@@ -66,10 +66,11 @@ def wait_for_end(rt: Runtime, actor: Actor, job_uuid: str, seconds: float, *, wo
     deadline = time.monotonic() + min(seconds, MAX_WAIT_SECONDS)
     policy = OutboundPolicy.from_setting(rt.settings.outbound_allowlist)
     worker_id = worker_id or new_worker_id("api")
+    ended: list[Moved] = []
     if first:
-        status = follow_up(rt, job_uuid, first[0], worker_id, policy=policy)
+        status = follow_up(rt, job_uuid, first[0], worker_id, policy=policy, ended=ended)
     else:
-        status = drive(rt, job_uuid, worker_id, policy=policy)
+        status = drive(rt, job_uuid, worker_id, policy=policy, ended=ended)
     while True:
         if status is None:
             with rt.db.read() as session:
@@ -77,10 +78,21 @@ def wait_for_end(rt: Runtime, actor: Actor, job_uuid: str, seconds: float, *, wo
         if status.terminal or time.monotonic() >= deadline:
             break
         time.sleep(WAIT_POLL_SECONDS)
-        status = drive(rt, job_uuid, worker_id, policy=policy)
+        status = drive(rt, job_uuid, worker_id, policy=policy, ended=ended)
+    if ended and _fully_loaded(ended[-1]):
+        # This thread ended the job, and an ended job no longer changes: answer with it as its last transaction left it.
+        with rt.db.connect() as connection:
+            return job_to_dict(rt, connection, ended[-1].job, steps=ended[-1].steps), True
     with rt.db.read() as session:
         job = find_job(session, actor, job_uuid)
         return job_to_dict(rt, session, job), JobStatus(job.status).terminal
+
+
+def _fully_loaded(moved: Moved) -> bool:
+    """Whether the job and step events a move left hold every column, so that shaping them reads nothing more."""
+    if moved.steps is None:
+        return False
+    return not any(inspect(row).unloaded for row in (moved.job, *moved.steps.values()))
 
 
 def get_job(rt: Runtime, actor: Actor, job_uuid: str) -> dict[str, Any]:

@@ -12,14 +12,14 @@ from sqlalchemy.orm import Session
 from webhooks.fanout import fan_out, read_flow_deliveries
 from webhooks.outbound import OutboundPolicy
 
-from ..models import Job
+from ..models import Job, StepEvent
 from ..runtime import Runtime
 from .http import perform
 from .machine import Blocked, Machine, NeedsCall, read_runbook_statuses
 from .states import TERMINAL, JobStatus
 from .versions import load_body
 
-__all__ = ["UNMOVED", "Outcome", "abandon", "claim", "claim_and_move", "drive", "follow_up", "move_new"]
+__all__ = ["UNMOVED", "Moved", "Outcome", "abandon", "claim", "claim_and_move", "drive", "follow_up", "move_new"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,12 @@ def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, O
 
 def _move(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = None, result: Any = None) -> NeedsCall | Blocked | None:
     """Run the machine on a leased job; keep the lease only while an HTTP call is under way."""
+    return _run_machine(rt, session, job, pending, result)[0]
+
+
+def _run_machine(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None,
+                 result: Any) -> tuple[NeedsCall | Blocked | None, Machine]:
+    """``_move``, also handing back the machine that moved the job."""
     machine = Machine(rt, session, job)
     if pending is not None:
         machine.apply_result(pending, result)
@@ -116,28 +122,29 @@ def _move(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = N
     else:
         job.lease_owner = None
         job.lease_until = None
-    return outcome
+    return outcome, machine
 
 
-def follow_up(rt: Runtime, job_uuid: str, outcome: Outcome, worker_id: str, *,
-              policy: OutboundPolicy, _depth: int = 0, _carry: list[_Moved] | None = None) -> JobStatus | None:
+def follow_up(rt: Runtime, job_uuid: str, outcome: Outcome, worker_id: str, *, policy: OutboundPolicy,
+              ended: list[Moved] | None = None, _depth: int = 0, _carry: list[Moved] | None = None) -> JobStatus | None:
     """Finish what a move left: make the HTTP call, run the child, or drive a job that could not be moved.
 
-    Returns the job's status as ``drive`` does (None when there was nothing for this worker to do). A move
-    that left nothing (None: the job ended) released the job's lease, so there is nothing for this worker to do.
+    Returns the job's status as ``drive`` does (None when there was nothing for this worker to do), and
+    fills ``ended`` as ``drive`` does. A move that left nothing (None: the job ended) released the job's
+    lease, so there is nothing for this worker to do.
     """
     if outcome is None:
         return None
     if isinstance(outcome, NeedsCall):
-        return drive(rt, job_uuid, worker_id, policy=policy, pending=outcome, _depth=_depth, _carry=_carry)
+        return drive(rt, job_uuid, worker_id, policy=policy, pending=outcome, ended=ended, _depth=_depth, _carry=_carry)
     if isinstance(outcome, Blocked):
         if outcome.child_uuid and drive(rt, outcome.child_uuid, worker_id, policy=policy, _depth=_depth + 1) in TERMINAL:
-            return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth, _carry=_carry)
+            return drive(rt, job_uuid, worker_id, policy=policy, ended=ended, _depth=_depth, _carry=_carry)
         if outcome.child_id is not None:
             _release(rt, job_uuid, worker_id)
         return None
     # UNMOVED: leased by a batch that failed, so not moved yet.
-    return drive(rt, job_uuid, worker_id, policy=policy, _depth=_depth, _carry=_carry)
+    return drive(rt, job_uuid, worker_id, policy=policy, ended=ended, _depth=_depth, _carry=_carry)
 
 
 def move_new(rt: Runtime, session: Session, job_id: int) -> NeedsCall | Blocked | None:
@@ -173,22 +180,28 @@ def _take(rt: Runtime, job: Job, worker_id: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _Moved:
-    """What one move of a job did: its outcome, that of the child it created (moved too), and its status after."""
+class Moved:
+    """What one move of a job did: its outcome, that of the child it created (moved too), and its status after.
+
+    ``job`` and ``steps`` are the job and its step events (by order) as the move's committed transaction left
+    them; ``steps`` is None when the machine did not need to read them all.
+    """
 
     outcome: NeedsCall | Blocked | None
     child_first: NeedsCall | Blocked | None
     status: JobStatus
+    job: Job
+    steps: dict[int, StepEvent] | None
 
 
-def _advance(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = None, result: Any = None) -> _Moved:
+def _advance(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = None, result: Any = None) -> Moved:
     """Move a leased job and, if it just created a child to wait for, the child too."""
-    outcome = _move(rt, session, job, pending, result)
+    outcome, machine = _run_machine(rt, session, job, pending, result)
     child_first = move_new(rt, session, outcome.child_id) if isinstance(outcome, Blocked) and outcome.child_id is not None else None
-    return _Moved(outcome, child_first, JobStatus(job.status))
+    return Moved(outcome, child_first, JobStatus(job.status), job, machine.step_events)
 
 
-def _resume_parent(rt: Runtime, session: Session, child: Job, worker_id: str) -> _Moved | None:
+def _resume_parent(rt: Runtime, session: Session, child: Job, worker_id: str) -> Moved | None:
     """Move the waiting parent of a child that just ended, in the child's transaction, if this worker holds the parent.
 
     On PostgreSQL a parent row someone else has locked (a person acting on it)
@@ -203,17 +216,18 @@ def _resume_parent(rt: Runtime, session: Session, child: Job, worker_id: str) ->
 
 
 def drive(rt: Runtime, job_uuid: str, worker_id: str, *, policy: OutboundPolicy, pending: NeedsCall | None = None,
-          _depth: int = 0, _carry: list[_Moved] | None = None) -> JobStatus | None:
+          ended: list[Moved] | None = None, _depth: int = 0, _carry: list[Moved] | None = None) -> JobStatus | None:
     """Run a job, and the children it waits for, until it finishes or waits; return its status (None if another worker owns it).
 
     ``pending`` is an HTTP call this worker already began (it holds the job's lease): it is made first.
+    If the job ends here, the move that ended it is appended to ``ended`` once its transaction has committed.
     A call tree takes as few transactions as it can: a child created by a move
     is moved in the same transaction, and when a child ends, its parent (whose
     lease this worker kept) is moved in the child's last transaction; what that
     did is handed back through ``_carry``.
     """
     result = perform(pending.call, policy) if pending is not None else None
-    moved: _Moved | None = None
+    moved: Moved | None = None
     while True:
         if moved is None:
             with rt.db.write() as session:
@@ -226,13 +240,15 @@ def drive(rt: Runtime, job_uuid: str, worker_id: str, *, policy: OutboundPolicy,
                     if parent_moved is not None:
                         _carry.append(parent_moved)
         outcome, status = moved.outcome, moved.status
+        if ended is not None and status.terminal:
+            ended.append(moved)
         child_first, moved = moved.child_first, None
         pending = outcome if isinstance(outcome, NeedsCall) else None
         if pending is not None:
             result = perform(pending.call, policy)
             continue
         if isinstance(outcome, Blocked) and outcome.child_uuid and _depth < rt.settings.max_call_depth:
-            carry: list[_Moved] = []
+            carry: list[Moved] = []
             if outcome.child_id is not None:
                 child_status = follow_up(rt, outcome.child_uuid, child_first, worker_id, policy=policy, _depth=_depth + 1, _carry=carry)
             else:

@@ -146,6 +146,11 @@ class Machine:
             self._loaded = {row.order: row for row in rows}
         return self._loaded
 
+    @property
+    def step_events(self) -> dict[int, StepEvent] | None:
+        """Every step event of the job by order, if this machine has read or made them all; else None."""
+        return self._loaded
+
     # --- helpers ------------------------------------------------------------------------
 
     @property

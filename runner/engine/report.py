@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..auth import Actor
@@ -76,8 +77,12 @@ def _step_entry(rt: Runtime, job: Job, step: dict[str, Any], ev: StepEvent | Non
     }
 
 
-def job_to_dict(rt: Runtime, session: Session, job: Job, *, with_steps: bool = True) -> dict[str, Any]:
-    """Shape a job for the API, with its step timeline and summary."""
+def job_to_dict(rt: Runtime, session: Session | Connection, job: Job, *, with_steps: bool = True,
+                steps: dict[int, StepEvent] | None = None) -> dict[str, Any]:
+    """Shape a job for the API, with its step timeline and summary.
+
+    ``steps`` are the job's step events by order when the caller already holds them all; else they are read.
+    """
     now = rt.clock.now()
     body = load_body(session, job.version_id)
     result: dict[str, Any] = {
@@ -109,7 +114,7 @@ def job_to_dict(rt: Runtime, session: Session, job: Job, *, with_steps: bool = T
     }
     if not with_steps:
         return result
-    events = {ev.order: ev for ev in session.scalars(select(StepEvent).where(StepEvent.job_id == job.id))}
+    events = steps if steps is not None else {ev.order: ev for ev in session.scalars(select(StepEvent).where(StepEvent.job_id == job.id))}
     steps = [_step_entry(rt, job, step, events.get(step["order"]), now) for step in body["steps"]]
     estimates = [s["est_minutes"] for s in body["steps"] if s.get("est_minutes") is not None]
     summary: dict[str, Any] = {

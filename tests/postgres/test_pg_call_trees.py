@@ -26,6 +26,9 @@ def test_a_waiting_invocation_runs_parent_and_child_in_three_transactions_on_pos
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["job"]["status"] == "succeeded"
     assert (server.hits["/deploy"], server.hits["/flush"], len(committed)) == (1, 1, 3)
+    # Answered as the last transaction left the parent: timestamps and JSON as PostgreSQL gives them back.
+    answered = response.get_json()["job"]
+    assert answered == pg_api.get(f"/jobs/{answered['uuid']}").get_json()
 
 
 def test_a_worker_batch_skips_the_jobs_another_transaction_holds(pg_rt, pg_api):

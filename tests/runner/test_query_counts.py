@@ -192,3 +192,36 @@ def test_a_parent_resumed_by_its_ending_child_does_not_read_the_child_again(api,
     reads = [sql for sql, parameters, _ in statements
              if sql.startswith("SELECT jobs.id, jobs.uuid") and child_uuid in (parameters if isinstance(parameters, (tuple, list)) else ())]
     assert len(reads) == 1, reads  # taking the child up after its http call; not again when its parent resumes
+
+
+def _answer_and_reads(api, rt, name):
+    """Invoke ``name`` with wait; return the answer's job and the step-event reads made after the call tree's last write."""
+    with counting(rt.db.engine) as statements:
+        answer = api.post(f"/runbooks/{name}/jobs", json={"wait": 5})
+    assert answer.status_code == 200, answer.json
+    last_write = max(i for i, (sql, _, _) in enumerate(statements) if not sql.startswith("SELECT"))
+    return answer.json["job"], [sql for sql, _, _ in statements[last_write:] if "FROM step_events" in sql]
+
+
+def test_a_job_that_ends_while_waited_for_is_answered_as_its_last_transaction_left_it(api, rt, server):
+    """The answer to a wait is the job as a later GET shows it, without reading the job and its steps again."""
+    server.script("/down", 503)
+    _publish(api, "child", [{"title": "Call", "action": {"type": "http", "url": server.url + "/ok"}}])
+    _parent_calling_child(api, server)
+    _publish(api, "broken", [{"title": "Prepare", "action": {"type": "http", "url": server.url + "/ok"}, "rollback_note": "Undo it"},
+                             {"title": "Call", "action": {"type": "http", "url": server.url + "/down"}}])
+    for name, status in (("parent", "succeeded"), ("broken", "stopped")):
+        answered, reads = _answer_and_reads(api, rt, name)
+        assert answered["status"] == status
+        assert answered == api.get(f"/jobs/{answered['uuid']}").get_json()
+        assert reads == [], reads
+    assert answered["summary"]["rollback_notes"] == [{"order": 1, "title": "Prepare", "rollback_note": "Undo it"}]
+
+
+def test_a_waited_job_that_ended_in_its_first_transaction_is_read_for_its_answer(api, rt):
+    """A step-less runbook ends in the transaction that creates it: its answer is read back, and is the same."""
+    _publish(api, "empty", [])
+    answered, reads = _answer_and_reads(api, rt, "empty")
+    assert answered["status"] == "succeeded"
+    assert answered == api.get(f"/jobs/{answered['uuid']}").get_json()
+    assert len(reads) == 1
