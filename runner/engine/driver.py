@@ -150,10 +150,13 @@ def follow_up(rt: Runtime, job_uuid: str, outcome: Outcome, worker_id: str, *, p
 def move_new(rt: Runtime, session: Session, job_id: int) -> NeedsCall | Blocked | None:
     """Move a job created in this transaction (and leased to its driver) as far as the database allows.
 
-    Its events are fanned out first: a flow-backed job looks for the delivery of its own invocation.
+    A step-less (flow-backed) job has its events fanned out first: it looks for the delivery of its own
+    invocation. Any other job's events wait for the transaction's commit, to go in with those of the move.
     """
-    fan_out(session)
-    return _move(rt, session, session.get(Job, job_id))
+    job = session.get(Job, job_id)
+    if not load_body(session, job.version_id)["steps"]:
+        fan_out(session)
+    return _move(rt, session, job)
 
 
 _BY_UUID = select(Job).where(Job.uuid == bindparam("uuid"))
