@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
@@ -102,6 +102,7 @@ DEFAULT_UUID_CHUNK = 500
 _NEW_JOBS = "rbm_new_jobs"
 # Every column of a job, unset: what a new job's row leaves out (started_at, message, ...) reads as None.
 _UNSET = dict.fromkeys(_JOBS.columns.keys())
+_JOB_CLASS = inspect(Job).class_manager
 
 
 def find_runbook(reader: Session | Connection, workspace_id: int, ref: str) -> RunbookHead:
@@ -272,7 +273,9 @@ def _new_job(rt: Runtime, session: Session, *, now: datetime, **fields: Any) -> 
     """
     values = job_row(rt, now=now, **fields)
     [job_id] = insert_jobs(rt, session, [values], [fields["trigger"]], now)
-    job = Job(**{**_UNSET, **values, "id": job_id})
+    # Filled in as a query would fill it: no attribute events, no history (the constructor would record all 40 columns as set).
+    job = _JOB_CLASS.new_instance()
+    job.__dict__.update(_UNSET, **values, id=job_id)
     make_transient_to_detached(job)
     session.add(job)
     # The session holds clean objects weakly; keep the new job for the transaction, or it may be read back after all.
