@@ -15,7 +15,7 @@ from webhooks.outbound import OutboundPolicy
 from ..models import Job, StepEvent
 from ..runtime import Runtime
 from .http import perform
-from .machine import Blocked, Machine, NeedsCall, read_runbook_statuses
+from .machine import Blocked, Machine, NeedsCall, number_step_events, read_runbook_statuses
 from .states import TERMINAL, JobStatus
 from .versions import load_body
 
@@ -89,7 +89,10 @@ def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, O
             # of their flow before they end: one query each for the whole batch.
             if len(jobs) > 1:
                 read_runbook_statuses(session, [job.runbook_id for job in jobs if job.status == JobStatus.QUEUED.value and not job.parent_job_uuid])
-                read_flow_deliveries(session, [job.id for job in jobs if not load_body(session, job.version_id)["steps"]])
+                step_less = [job.id for job in jobs if not load_body(session, job.version_id)["steps"]]
+                read_flow_deliveries(session, step_less)
+                if rt.db.is_sqlite and len(step_less) < len(jobs):
+                    number_step_events(session)
             for job in jobs:
                 _take(rt, job, worker_id)
                 outcome = _move(rt, session, job)
