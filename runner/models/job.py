@@ -102,7 +102,8 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_workspace_id_id", "workspace_id", "id"),
-        Index("ix_events_workspace_id_txid_id", "workspace_id", "txid", "id"),
+        # The feed's order on PostgreSQL (writing transaction, then id); SQLite leaves txid NULL and pages by id alone.
+        Index("ix_events_workspace_id_txid_id", "workspace_id", "txid", "id").ddl_if(dialect="postgresql"),
         Index("ix_events_job_id_seq", "job_id", "seq"),
     )
 

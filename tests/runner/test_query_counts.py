@@ -94,6 +94,22 @@ def test_running_jobs_scans_no_table_that_grows(api, rt, worker):
     assert not scans
 
 
+def test_events_on_sqlite_keep_only_the_indexes_their_reads_use(api, rt):
+    """SQLite leaves events.txid NULL and its feed pages by id, through (workspace, id): no (workspace, txid, id) index to write."""
+    from sqlalchemy import inspect
+
+    _runbook(api, "one-step", 1)
+    api.post("/runbooks/one-step/jobs", json={})
+    with counting(rt.db.engine) as statements:
+        assert api.get("/events").status_code == 200
+    [(feed, parameters, _)] = [entry for entry in statements if "FROM events" in entry[0]]
+    with rt.db.engine.connect() as conn:
+        indexes = {index["name"] for index in inspect(conn).get_indexes("events")}
+        plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {feed}", parameters)]
+    assert indexes == {"ix_events_workspace_id_id", "ix_events_job_id_seq"}
+    assert any("ix_events_workspace_id_id" in step for step in plan) and not any("TEMP B-TREE" in step for step in plan), plan
+
+
 def test_invoke_builds_no_schema_per_request(api, monkeypatch):
     import marshmallow
 
