@@ -84,7 +84,9 @@ def _send(call: HttpCall, parts: SplitResult, addresses: list[str], data: bytes 
     pool_kwargs = {"server_hostname": hostname, "assert_hostname": hostname} if parts.scheme == "https" else {}
     refused: urllib3.exceptions.NewConnectionError | None = None
     for address in addresses:  # never empty: the check resolved the host to them
-        pool = thread_pool().connection_from_host(address.split("%")[0], port=port, scheme=parts.scheme, pool_kwargs=pool_kwargs)
+        # An IPv6 address goes in brackets, the only form in which urllib3 keeps a link-local address's zone ("%eth0").
+        host = f"[{address}]" if ":" in address else address
+        pool = thread_pool().connection_from_host(host, port=port, scheme=parts.scheme, pool_kwargs=pool_kwargs)
         try:
             # urllib3 directly: through requests a call costs about twice the CPU.
             return pool.urlopen(call.method, target, body=data, headers=headers, redirect=False, retries=False, assert_same_host=False,

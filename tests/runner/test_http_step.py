@@ -124,3 +124,38 @@ def test_a_certificate_that_does_not_verify_fails_the_call(tmp_path: Path):
         result = perform(call(f"https://127.0.0.1:{port}/"), POLICY)
     assert result.status is None
     assert result.error.startswith("SSLError:") and "CERTIFICATE_VERIFY_FAILED" in result.error
+
+
+def _link_local_address() -> str | None:
+    """A link-local IPv6 address of this machine with its zone (``fe80::…%eth0``), if it has one."""
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hex_address, _index, _prefix, scope, _flags, interface = line.split()
+        if scope == "20":  # link scope
+            return f"{socket.inet_ntop(socket.AF_INET6, bytes.fromhex(hex_address))}%{interface}"
+    return None
+
+
+@pytest.mark.parametrize("kind", ["loopback", "link-local"])
+def test_an_approved_ipv6_address_is_reached_zone_included(kind):
+    address = "::1" if kind == "loopback" else _link_local_address()
+    if address is None:
+        pytest.skip("this machine has no link-local IPv6 address")
+    family, _, _, _, sockaddr = socket.getaddrinfo(address, 0, socket.AF_INET6, socket.SOCK_STREAM)[0]
+    seen: list[dict[str, Any]] = []
+    server_class = type("Server6", (ThreadingHTTPServer,), {"address_family": family})
+    try:
+        httpd = server_class(sockaddr, type("Handler", (_Handler,), {"seen": seen}))
+    except OSError as exc:
+        pytest.skip(f"cannot listen on {address}: {exc}")
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        result = perform(call(f"http://service.invalid:{httpd.server_address[1]}/short"), _resolving_to(address))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert (result.status, result.error) == (200, None)
+    assert seen[-1]["path"] == "/short"
