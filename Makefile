@@ -35,7 +35,7 @@ test: $(VENV)/.installed-test
 	(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q chromium chromium-driver || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
-# Benchmarks (not part of `make test`): `make bench` (6 to 9 minutes), `make bench QUICK=1` (about 30 seconds);
+# Benchmarks (not part of `make test`): `make bench` (5 to 9 minutes), `make bench QUICK=1` (about 30 seconds);
 # `make bench PG_BURST=1` also fires 10,000 schedules on one minute on PostgreSQL.
 bench: $(VENV)/.installed-test
 	command -v hey >/dev/null 2>&1 || $(SUDO) apt-get install -y -q hey || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q hey)
