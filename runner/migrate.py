@@ -1,7 +1,9 @@
 """Schema migrations with Alembic, driven from code (``runbook-manager db upgrade``)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -11,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from .db import Database
 
-__all__ = ["upgrade", "head_revision", "current_revision", "alembic_config"]
+__all__ = ["upgrade", "head_revision", "current_revision", "alembic_config", "objects_of"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -22,6 +24,15 @@ def alembic_config(db: Database) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = db.engine
     return config
+
+
+def objects_of(dialect: str) -> Callable[..., bool]:
+    """Alembic's ``include_object`` for ``dialect``: leave out what the models keep for another database (``only_on``)."""
+
+    def include(object_: Any, *_: Any) -> bool:
+        return getattr(object_, "info", {}).get("only_on", dialect) == dialect
+
+    return include
 
 
 def upgrade(db: Database, revision: str = "head") -> None:

@@ -79,10 +79,10 @@ def wait_for_end(rt: Runtime, actor: Actor, job_uuid: str, seconds: float, *, wo
             break
         time.sleep(WAIT_POLL_SECONDS)
         status = drive(rt, job_uuid, worker_id, policy=policy, ended=ended)
-    if ended and _fully_loaded(ended[-1]):
+    if ended and ended[-1].job.workspace_id == actor.workspace_id and _fully_loaded(ended[-1]):
         # This thread ended the job, and an ended job no longer changes: answer with it as its last transaction left it.
         with rt.db.connect() as connection:
-            return job_to_dict(rt, connection, ended[-1].job, steps=ended[-1].steps), True
+            return job_to_dict(rt, connection, ended[-1].job, step_events=ended[-1].steps), True
     with rt.db.read() as session:
         job = find_job(session, actor, job_uuid)
         return job_to_dict(rt, session, job), JobStatus(job.status).terminal

@@ -153,11 +153,15 @@ def follow_up(rt: Runtime, job_uuid: str, outcome: Outcome, worker_id: str, *, p
 def move_new(rt: Runtime, session: Session, job_id: int) -> NeedsCall | Blocked | None:
     """Move a job created in this transaction (and leased to its driver) as far as the database allows.
 
-    A step-less (flow-backed) job has its events fanned out first: it looks for the delivery of its own
-    invocation. Any other job's events wait for the transaction's commit, to go in with those of the move.
+    What the transaction changed so far is written first: a child that ends at once wakes its waiting parent
+    with a plain statement, which must find the parent's row already waiting. A step-less (flow-backed) job
+    also has its events fanned out first, since it looks for the delivery of its own invocation; any other
+    job's events wait for the commit, to go in with those of the move.
     """
     job = session.get(Job, job_id)
-    if not load_body(session, job.version_id)["steps"]:
+    if load_body(session, job.version_id)["steps"]:
+        session.flush()
+    else:
         fan_out(session)
     return _move(rt, session, job)
 

@@ -110,7 +110,10 @@ def number_step_events(session: Session) -> None:
     whose id the database picks is an ``INSERT`` of its own. A write transaction on SQLite holds the database's
     only writer, so the ids after the largest are free until it commits.
     """
-    session.info[_NEXT_STEP_EVENT_ID] = (session.connection().execute(_LAST_STEP_EVENT_ID).scalar() or 0) + 1
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        raise RuntimeError("step events are numbered by the database except on SQLite, whose writer is single")
+    session.info[_NEXT_STEP_EVENT_ID] = (connection.execute(_LAST_STEP_EVENT_ID).scalar() or 0) + 1
 
 
 def _runbook_status(session: Session, runbook_id: int) -> str | None:

@@ -77,14 +77,14 @@ def _step_entry(rt: Runtime, job: Job, step: dict[str, Any], ev: StepEvent | Non
     }
 
 
-def job_to_dict(rt: Runtime, session: Session | Connection, job: Job, *, with_steps: bool = True,
-                steps: dict[int, StepEvent] | None = None) -> dict[str, Any]:
-    """Shape a job for the API, with its step timeline and summary.
+def job_to_dict(rt: Runtime, reader: Session | Connection, job: Job, *, with_steps: bool = True,
+                step_events: dict[int, StepEvent] | None = None) -> dict[str, Any]:
+    """Shape a job for the API, with its step timeline and summary, read with a session or a connection.
 
-    ``steps`` are the job's step events by order when the caller already holds them all; else they are read.
+    ``step_events`` are the job's step events by order when the caller already holds them all; else they are read.
     """
     now = rt.clock.now()
-    body = load_body(session, job.version_id)
+    body = load_body(reader, job.version_id)
     result: dict[str, Any] = {
         "uuid": job.uuid,
         "status": job.status,
@@ -114,7 +114,8 @@ def job_to_dict(rt: Runtime, session: Session | Connection, job: Job, *, with_st
     }
     if not with_steps:
         return result
-    events = steps if steps is not None else {ev.order: ev for ev in session.scalars(select(StepEvent).where(StepEvent.job_id == job.id))}
+    events = step_events if step_events is not None else \
+        {ev.order: ev for ev in reader.scalars(select(StepEvent).where(StepEvent.job_id == job.id))}
     steps = [_step_entry(rt, job, step, events.get(step["order"]), now) for step in body["steps"]]
     estimates = [s["est_minutes"] for s in body["steps"] if s.get("est_minutes") is not None]
     summary: dict[str, Any] = {
@@ -123,7 +124,7 @@ def job_to_dict(rt: Runtime, session: Session | Connection, job: Job, *, with_st
         "eta": None,
         "rollback_notes": [],
         # Only a runbook step starts a child: a job whose version has none has none to look up.
-        "children": [c for c in session.scalars(select(Job.uuid).where(Job.parent_job_uuid == job.uuid).order_by(Job.id))]
+        "children": [c for c in reader.scalars(select(Job.uuid).where(Job.parent_job_uuid == job.uuid).order_by(Job.id))]
         if any(step["action"]["type"] == "runbook" for step in body["steps"]) else [],
     }
     if job.ended_at is None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from runner.migrate import objects_of
 from runner.models import Base
 
 config = context.config
@@ -22,6 +23,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=objects_of(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base
+from .base import Base, only_on
 
 
 class Job(Base):
@@ -103,7 +103,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_workspace_id_id", "workspace_id", "id"),
         # The feed's order on PostgreSQL (writing transaction, then id); SQLite leaves txid NULL and pages by id alone.
-        Index("ix_events_workspace_id_txid_id", "workspace_id", "txid", "id").ddl_if(dialect="postgresql"),
+        only_on("postgresql", Index("ix_events_workspace_id_txid_id", "workspace_id", "txid", "id")),
         Index("ix_events_job_id_seq", "job_id", "seq"),
     )
 

@@ -9,7 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
 
 from runner.engine import JobWorker
-from runner.migrate import current_revision, head_revision
+from runner.migrate import current_revision, head_revision, objects_of
 from runner.models import Base, Job
 from runner.scheduling.scheduler import ScheduleRunner
 from webhooks.delivery import DeliveryWorker
@@ -23,7 +23,7 @@ def _published(api, body):
 def test_migrations_reach_head_and_match_the_models(pg_rt):
     assert current_revision(pg_rt.db.engine) == head_revision()
     with pg_rt.db.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"include_object": objects_of("postgresql")}), Base.metadata)
     assert diff == []
 
 

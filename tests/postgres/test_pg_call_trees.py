@@ -20,14 +20,20 @@ def test_a_waiting_invocation_runs_parent_and_child_in_three_transactions_on_pos
     parent = publish(pg_api, "Roll out the release", [http(server.url + "/deploy"), calls(child)])
     committed: list[int] = []
     _commits(pg_rt.db.engine, committed)
+    statements: list[str] = []
+    event.listen(pg_rt.db.engine, "commit", lambda conn: statements.append("COMMIT"))
+    event.listen(pg_rt.db.engine, "before_cursor_execute", lambda conn, cursor, sql, *_: statements.append(sql))
 
     response = pg_api.post(f"/runbooks/{parent}/jobs", json={"wait": 5})
 
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["job"]["status"] == "succeeded"
     assert (server.hits["/deploy"], server.hits["/flush"], len(committed)) == (1, 1, 3)
-    # Answered as the last transaction left the parent: timestamps and JSON as PostgreSQL gives them back.
+    # Answered as the last transaction left the parent, without reading its steps again: timestamps and JSON as
+    # PostgreSQL gives them back.
     answered = response.get_json()["job"]
+    after_last_commit = statements[len(statements) - statements[::-1].index("COMMIT"):]
+    assert [sql for sql in after_last_commit if "FROM step_events" in sql] == []
     assert answered == pg_api.get(f"/jobs/{answered['uuid']}").get_json()
 
 

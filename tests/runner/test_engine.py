@@ -466,6 +466,25 @@ def test_child_without_wait_lets_the_parent_continue_at_once(api, worker):
     assert (after["steps"][0]["status"], after["steps"][0]["output"]["waited"]) == ("done", False)
 
 
+@pytest.mark.parametrize("driven_by", ["worker", "wait"])
+def test_a_child_that_ends_in_the_transaction_that_created_it_wakes_its_parent(api, server, worker, driven_by):
+    """The child only starts a grandchild and ends at once; its parent, waiting for it, goes on to its next step."""
+    grandchild = publish(api, "Grandchild", [manual("Grandchild work")])
+    child = publish(api, "Child", [calls(grandchild, wait=False)])
+    parent = publish(api, "Parent", [http(server.url + "/ok"), calls(child), manual("Confirm")])
+    if driven_by == "wait":
+        answer = api.post(f"/runbooks/{parent}/jobs", json={"wait": 5})
+        assert answer.status_code == 202, answer.get_json()
+        parent_uuid = answer.get_json()["job"]["uuid"]
+    else:
+        parent_uuid = start(api, parent)
+    worker.run_until_idle()
+
+    after = job(api, parent_uuid)
+    assert job(api, child_of(api, parent_uuid, 2))["status"] == "succeeded"
+    assert (after["status"], after["current_step"], after["waiting_for"]) == ("waiting", 3, "operator")
+
+
 def test_child_runs_the_version_pinned_when_the_parent_started(api, worker):
     child_key, parent_key = child_and_parent(api, [manual("Old child step")], before=[manual("Go")])
     parent = start(api, parent_key, {"svc": "db"})

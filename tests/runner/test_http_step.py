@@ -141,6 +141,7 @@ def _link_local_address() -> str | None:
 
 @pytest.mark.parametrize("kind", ["loopback", "link-local"])
 def test_an_approved_ipv6_address_is_reached_zone_included(kind):
+    """IPv6 goes to urllib3 in brackets: loopback shows the form works at all, link-local that the zone (%eth0) survives."""
     address = "::1" if kind == "loopback" else _link_local_address()
     if address is None:
         pytest.skip("this machine has no link-local IPv6 address")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from sqlalchemy import event, select
+from sqlalchemy import event, inspect, select
 
 # Upper bounds of statements per request; raising one needs a reason (it is paid on every invocation).
 INVOKE_STATEMENTS = 10
@@ -96,8 +96,6 @@ def test_running_jobs_scans_no_table_that_grows(api, rt, worker):
 
 def test_events_on_sqlite_keep_only_the_indexes_their_reads_use(api, rt):
     """SQLite leaves events.txid NULL and its feed pages by id, through (workspace, id): no (workspace, txid, id) index to write."""
-    from sqlalchemy import inspect
-
     _runbook(api, "one-step", 1)
     api.post("/runbooks/one-step/jobs", json={})
     with counting(rt.db.engine) as statements:
@@ -257,7 +255,7 @@ def test_a_waited_job_that_ended_in_its_first_transaction_is_read_for_its_answer
 def test_a_batch_of_starting_jobs_inserts_their_step_events_with_one_statement(api, rt):
     """On SQLite a batch numbers its new step events itself, after the largest id, instead of one INSERT … RETURNING each."""
     from runner.engine.driver import claim_and_move
-    from runner.models import StepEvent
+    from runner.models import Job, StepEvent
 
     _runbook(api, "one-step", 1)
     earlier = api.post("/runbooks/one-step/jobs", json={}).get_json()["job"]["uuid"]
@@ -268,6 +266,6 @@ def test_a_batch_of_starting_jobs_inserts_their_step_events_with_one_statement(a
     assert sorted(job_uuid for job_uuid, _ in moved) == sorted(uuids)
     assert len([sql for sql, _, _ in statements if sql.startswith("INSERT INTO step_events")]) == 1
     with rt.db.read() as session:
-        ids = session.scalars(select(StepEvent.id).order_by(StepEvent.id)).all()
-    assert len(ids) == len(set(ids)) == 5
+        by_job = dict(session.execute(select(Job.uuid, StepEvent.id).join(StepEvent, StepEvent.job_id == Job.id)).all())
+    assert [by_job[uuid] for uuid in uuids] == [by_job[earlier] + n for n in range(1, 5)]  # after the largest, in the batch's order
     assert [api.get(f"/jobs/{uuid}").get_json()["steps"][0]["status"] for uuid in [earlier, *uuids]] == ["waiting"] * 5
