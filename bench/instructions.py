@@ -1,13 +1,14 @@
 """Instructions per operation, counted by valgrind rather than timed: repeatable on a noisy machine.
 
-``python -m bench.instructions [invoke|notify|wait] [--count N]`` runs the operation in-process (the product's
+``python -m bench.instructions [invoke|notify|start|wait] [--count N]`` runs the operation in-process (the product's
 services on a fresh SQLite store, the benchmark's runbooks and local receiver) under
 ``valgrind --tool=callgrind`` twice, once with no measured operations and once with N, both after the same
 warm-up, and prints the difference divided by N. ``invoke`` creates one job of ``invoke-me`` the way the
 API does (``control.invoke``); ``wait`` posts ``{"wait": 10}`` for the parent+child runbook through the
 Flask test client (the local receiver's work is counted too); ``notify`` creates a job of the step-less
 ``notify`` runbook and moves it to its end as the job worker does (``claim_and_move``), events and
-deliveries included, sending none.
+deliveries included, sending none; ``start`` creates eight jobs of ``invoke-me`` and starts them in one batch
+as the job worker does, up to their step waiting for an operator (a batch of eight is one operation).
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-WARM_UP = {"invoke": 50, "notify": 50, "wait": 10}
-DEFAULT_COUNT = {"invoke": 200, "notify": 200, "wait": 40}
+WARM_UP = {"invoke": 50, "notify": 50, "start": 10, "wait": 10}
+DEFAULT_COUNT = {"invoke": 200, "notify": 200, "start": 40, "wait": 40}
+# Jobs per ``start`` batch: the job worker's first batch size.
+START_BATCH = 8
 
 
 def _operate(scenario: str, warm_up: int, count: int) -> None:
@@ -44,6 +47,11 @@ def _operate(scenario: str, warm_up: int, count: int) -> None:
     def once() -> None:
         if scenario == "invoke":
             control.invoke(rt, actor, "invoke-me", {"parameters": {"service": "orders-db"}}, idempotency_key=None)
+        elif scenario == "start":
+            for _ in range(START_BATCH):
+                control.invoke(rt, actor, "invoke-me", {"parameters": {"service": "orders-db"}}, idempotency_key=None)
+            if len(claim_and_move(rt, "bench", START_BATCH)) != START_BATCH:
+                raise RuntimeError("the invoke-me jobs were not started in one batch")
         elif scenario == "notify":
             control.invoke(rt, actor, "notify", {}, idempotency_key=None)
             if len(claim_and_move(rt, "bench", 8)) != 1:
@@ -74,7 +82,7 @@ def _instructions(scenario: str, count: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", nargs="?", choices=sorted(WARM_UP), default="invoke")
-    parser.add_argument("--count", type=int, help="measured operations (default: 200 invocations or notify jobs, 40 wait round trips)")
+    parser.add_argument("--count", type=int, help="measured operations (default: 200 invocations or notify jobs, 40 batches or wait round trips)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     count = args.count if args.count is not None else DEFAULT_COUNT[args.scenario]

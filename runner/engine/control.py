@@ -82,7 +82,7 @@ def wait_for_end(rt: Runtime, actor: Actor, job_uuid: str, seconds: float, *, wo
     if ended and ended[-1].job.workspace_id == actor.workspace_id and _fully_loaded(ended[-1]):
         # This thread ended the job, and an ended job no longer changes: answer with it as its last transaction left it.
         with rt.db.connect() as connection:
-            return job_to_dict(rt, connection, ended[-1].job, step_events=ended[-1].steps), True
+            return job_to_dict(rt, connection, ended[-1].job, step_events=ended[-1].step_events), True
     with rt.db.read() as session:
         job = find_job(session, actor, job_uuid)
         return job_to_dict(rt, session, job), JobStatus(job.status).terminal
@@ -90,9 +90,9 @@ def wait_for_end(rt: Runtime, actor: Actor, job_uuid: str, seconds: float, *, wo
 
 def _fully_loaded(moved: Moved) -> bool:
     """Whether the job and step events a move left hold every column, so that shaping them reads nothing more."""
-    if moved.steps is None:
+    if moved.step_events is None:
         return False
-    return not any(inspect(row).unloaded for row in (moved.job, *moved.steps.values()))
+    return not any(inspect(row).unloaded for row in (moved.job, *moved.step_events.values()))
 
 
 def get_job(rt: Runtime, actor: Actor, job_uuid: str) -> dict[str, Any]:

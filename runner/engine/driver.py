@@ -15,7 +15,7 @@ from webhooks.outbound import OutboundPolicy
 from ..models import Job, StepEvent
 from ..runtime import Runtime
 from .http import perform
-from .machine import Blocked, Machine, NeedsCall, number_step_events, read_runbook_statuses
+from .machine import Blocked, Machine, NeedsCall, read_runbook_statuses
 from .states import TERMINAL, JobStatus
 from .versions import load_body
 
@@ -89,10 +89,7 @@ def claim_and_move(rt: Runtime, worker_id: str, limit: int) -> list[tuple[str, O
             # of their flow before they end: one query each for the whole batch.
             if len(jobs) > 1:
                 read_runbook_statuses(session, [job.runbook_id for job in jobs if job.status == JobStatus.QUEUED.value and not job.parent_job_uuid])
-                step_less = [job.id for job in jobs if not load_body(session, job.version_id)["steps"]]
-                read_flow_deliveries(session, step_less)
-                if rt.db.is_sqlite and len(step_less) < len(jobs):
-                    number_step_events(session)
+                read_flow_deliveries(session, [job.id for job in jobs if not load_body(session, job.version_id)["steps"]])
             for job in jobs:
                 _take(rt, job, worker_id)
                 outcome = _move(rt, session, job)
@@ -191,24 +188,28 @@ def _take(rt: Runtime, job: Job, worker_id: str) -> bool:
 
 @dataclass(frozen=True)
 class Moved:
-    """What one move of a job did: its outcome, that of the child it created (moved too), and its status after.
+    """What one move of a job did: its outcome, that of the child it created (moved too), and the job after it.
 
-    ``job`` and ``steps`` are the job and its step events (by order) as the move's committed transaction left
-    them; ``steps`` is None when the machine did not need to read them all.
+    ``job`` and ``step_events`` are the job and its step events (by order) as the move's committed transaction
+    left them; ``step_events`` is None when the machine did not need to read them all.
     """
 
     outcome: NeedsCall | Blocked | None
     child_first: NeedsCall | Blocked | None
-    status: JobStatus
     job: Job
-    steps: dict[int, StepEvent] | None
+    step_events: dict[int, StepEvent] | None
+
+    @property
+    def status(self) -> JobStatus:
+        """The job's status after the move."""
+        return JobStatus(self.job.status)
 
 
 def _advance(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = None, result: Any = None) -> Moved:
     """Move a leased job and, if it just created a child to wait for, the child too."""
     outcome, machine = _run_machine(rt, session, job, pending, result)
     child_first = move_new(rt, session, outcome.child_id) if isinstance(outcome, Blocked) and outcome.child_id is not None else None
-    return Moved(outcome, child_first, JobStatus(job.status), job, machine.step_events)
+    return Moved(outcome, child_first, job, machine.step_events)
 
 
 def _resume_parent(rt: Runtime, session: Session, child: Job, worker_id: str) -> Moved | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from webhooks.backoff import compute_backoff
@@ -31,7 +31,7 @@ from .invoke import create_child
 from .states import TERMINAL, EndedBy, JobStatus, StepStatus, StopReason, Waiting, check_transition
 from .versions import load_body
 
-__all__ = ["Machine", "NeedsCall", "Blocked", "needs_approval", "number_step_events", "read_runbook_statuses"]
+__all__ = ["Machine", "NeedsCall", "Blocked", "needs_approval", "read_runbook_statuses"]
 
 # Safety bound on state changes made in one transaction (a runbook has at most a few hundred steps).
 MAX_MOVES_PER_RUN = 1000
@@ -95,25 +95,6 @@ def read_runbook_statuses(session: Session, runbook_ids: Iterable[int]) -> None:
     missing = sorted({runbook_id for runbook_id in runbook_ids if runbook_id not in read})
     if missing:
         read.update({runbook_id: status for runbook_id, status in session.connection().execute(_RUNBOOK_STATUSES, {"ids": missing})})
-
-
-_STEP_EVENTS = StepEvent.__table__
-_LAST_STEP_EVENT_ID = select(func.max(_STEP_EVENTS.c.id))
-# Key in ``session.info``: the id this transaction's next new step event takes, when its batch numbers them itself.
-_NEXT_STEP_EVENT_ID = "rbm_next_step_event_id"
-
-
-def number_step_events(session: Session) -> None:
-    """On SQLite, give the new step events of this transaction ids, so that they go in with one statement.
-
-    SQLite cannot tell which id a multi-row ``INSERT … RETURNING`` gave which row, so each new step event
-    whose id the database picks is an ``INSERT`` of its own. A write transaction on SQLite holds the database's
-    only writer, so the ids after the largest are free until it commits.
-    """
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
-        raise RuntimeError("step events are numbered by the database except on SQLite, whose writer is single")
-    session.info[_NEXT_STEP_EVENT_ID] = (connection.execute(_LAST_STEP_EVENT_ID).scalar() or 0) + 1
 
 
 def _runbook_status(session: Session, runbook_id: int) -> str | None:
@@ -297,10 +278,6 @@ class Machine:
         ev = StepEvent(job_id=self.job.id, order=step["order"], title=render(step["title"], self.job.parameters)[:200],
                        status=StepStatus.RUNNING.value, started_at=self.now, output={}, attempts=0, inflight=False,
                        overdue_emitted=False)
-        next_id = self.session.info.get(_NEXT_STEP_EVENT_ID)
-        if next_id is not None:
-            ev.id = next_id
-            self.session.info[_NEXT_STEP_EVENT_ID] = next_id + 1
         self.session.add(ev)
         self._events[step["order"]] = ev
         self.emit("step.started", step=self._step_ref(step["order"]), action=step["action"]["type"])

@@ -114,9 +114,9 @@ def job_to_dict(rt: Runtime, reader: Session | Connection, job: Job, *, with_ste
     }
     if not with_steps:
         return result
-    events = step_events if step_events is not None else \
-        {ev.order: ev for ev in reader.scalars(select(StepEvent).where(StepEvent.job_id == job.id))}
-    steps = [_step_entry(rt, job, step, events.get(step["order"]), now) for step in body["steps"]]
+    if step_events is None:
+        step_events = {ev.order: ev for ev in reader.scalars(select(StepEvent).where(StepEvent.job_id == job.id))}
+    steps = [_step_entry(rt, job, step, step_events.get(step["order"]), now) for step in body["steps"]]
     estimates = [s["est_minutes"] for s in body["steps"] if s.get("est_minutes") is not None]
     summary: dict[str, Any] = {
         "est_minutes": sum(estimates) if estimates else None,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import event, inspect
 
 # Upper bounds of statements per request; raising one needs a reason (it is paid on every invocation).
 INVOKE_STATEMENTS = 10
@@ -251,21 +251,3 @@ def test_a_waited_job_that_ended_in_its_first_transaction_is_read_for_its_answer
     assert answered == api.get(f"/jobs/{answered['uuid']}").get_json()
     assert len(reads) == 1
 
-
-def test_a_batch_of_starting_jobs_inserts_their_step_events_with_one_statement(api, rt):
-    """On SQLite a batch numbers its new step events itself, after the largest id, instead of one INSERT … RETURNING each."""
-    from runner.engine.driver import claim_and_move
-    from runner.models import Job, StepEvent
-
-    _runbook(api, "one-step", 1)
-    earlier = api.post("/runbooks/one-step/jobs", json={}).get_json()["job"]["uuid"]
-    assert [job_uuid for job_uuid, _ in claim_and_move(rt, "worker-1", 8)] == [earlier]  # alone: the database picks the id
-    uuids = [api.post("/runbooks/one-step/jobs", json={}).get_json()["job"]["uuid"] for _ in range(4)]
-    with counting(rt.db.engine) as statements:
-        moved = claim_and_move(rt, "worker-1", 8)
-    assert sorted(job_uuid for job_uuid, _ in moved) == sorted(uuids)
-    assert len([sql for sql, _, _ in statements if sql.startswith("INSERT INTO step_events")]) == 1
-    with rt.db.read() as session:
-        by_job = dict(session.execute(select(Job.uuid, StepEvent.id).join(StepEvent, StepEvent.job_id == Job.id)).all())
-    assert [by_job[uuid] for uuid in uuids] == [by_job[earlier] + n for n in range(1, 5)]  # after the largest, in the batch's order
-    assert [api.get(f"/jobs/{uuid}").get_json()["steps"][0]["status"] for uuid in [earlier, *uuids]] == ["waiting"] * 5
