@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, create_engine, event, exc, insert
-from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
@@ -165,6 +165,11 @@ class Database:
                 connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
             finally:
                 connection.close()
+
+    def before_flush(self, callback: Callable[[Session, Any, Any], None]) -> None:
+        """Call ``callback`` (a ``before_flush`` session event listener) before each flush of a write session."""
+        if not event.contains(self._writers, "before_flush", callback):
+            event.listen(self._writers, "before_flush", callback)
 
     def dispose(self) -> None:
         """Close every pooled connection (after fork, or at shutdown)."""
@@ -343,6 +348,18 @@ def execute_many(connection: Connection, statement: Executable, rows: list[dict[
             connection.exec_driver_sql(prepared.sql, parameters)
             return
     connection.execute(statement, rows)
+
+
+def execute_one(connection: Connection, statement: Executable, row: dict[str, Any]) -> CursorResult[Any]:
+    """Run ``statement`` once with ``row``, compiled and its conversions looked up once per set of keys (see ``execute_many``)."""
+    keys = tuple(row)
+    cache_key = (connection.dialect.name, statement, keys)
+    prepared = _prepared.get(cache_key)
+    if prepared is None:
+        prepared = _prepared[cache_key] = _Prepared(statement, keys, connection.dialect)
+    if prepared.usable:
+        return connection.exec_driver_sql(prepared.sql, prepared.parameters([row])[0])
+    return connection.execute(statement, row)
 
 
 def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

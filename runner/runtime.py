@@ -68,7 +68,10 @@ class Runtime:
         self.tokens = TTLCache(self.settings.token_cache_seconds)
         self.signals = {JOBS_DUE: threading.Event(), DELIVERIES_DUE: threading.Event()}
         self.firing_burst = threading.Event()
+        from .models.saving import write_plainly
         from .services import audit
+
+        self.db.before_flush(write_plainly)
 
         for callback in (audit.flush, fan_out):
             if callback not in self.db.before_commit:

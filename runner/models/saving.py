@@ -1,0 +1,124 @@
+"""Writing the state machine's changes to jobs and step events with prebuilt statements instead of the ORM's flush.
+
+Every move of a job changes a few columns of its row and of a step event's,
+and starts a step now and then. The ORM's unit of work would work out the
+same statements on every flush, at several times the cost of running them.
+``write_plainly`` runs before each flush of a write session: it updates each
+changed ``Job`` and ``StepEvent`` by primary key with a statement prepared once
+per set of changed columns, inserts each new ``StepEvent``, and then registers
+the objects with the session as the ORM's flush does with those it saved
+(persistent, clean, expired again if the transaction rolls back), leaving the
+ORM's flush nothing to do for them. Anything else (other models, deletions,
+new jobs made through the ORM) is left to the ORM. Mapper events
+(``before_update``, ``after_insert``) do not fire for the objects saved here;
+nothing listens for them.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert, inspect, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.state import InstanceState
+
+from ..db import execute_one
+from .job import Job, StepEvent
+
+__all__ = ["PLAIN_MODELS", "write_plainly"]
+
+# The models saved here, in the order their updates go in (a step event's row refers to its job's), then by id; each
+# maps its attributes to columns of the same names.
+PLAIN_MODELS = (Job, StepEvent)
+_ORDER = {model: position for position, model in enumerate(PLAIN_MODELS)}
+_TABLES: dict[type, Table] = {model: model.__table__ for model in PLAIN_MODELS}
+_COLUMNS: dict[type, frozenset[str]] = {model: frozenset(attr.key for attr in inspect(model).column_attrs) for model in PLAIN_MODELS}
+assert all(_COLUMNS[model] == frozenset(_TABLES[model].c.keys()) for model in PLAIN_MODELS), "attribute names must be column names"
+
+# A new step event may leave out a column that is NULL unless set (the ORM writes NULL); the others it must carry.
+_NULL_UNLESS_SET = frozenset(column.key for column in StepEvent.__table__.c
+                             if column.nullable and column.default is None and column.server_default is None)
+_REQUIRED = _COLUMNS[StepEvent] - _NULL_UNLESS_SET - {"id"}
+_INSERTED = tuple(sorted(_COLUMNS[StepEvent] - {"id"}))
+_updates: dict[tuple[Table, frozenset[str]], tuple[Any, tuple[str, ...]]] = {}
+_INSERT_STEP_EVENT = insert(StepEvent.__table__).returning(StepEvent.__table__.c.id, sort_by_parameter_order=True)
+
+
+def _update_of(table: Table, keys: frozenset[str]) -> tuple[Any, tuple[str, ...]]:
+    """``UPDATE table SET <keys> WHERE id = :id_`` and its keys in order, built once per set of columns."""
+    found = _updates.get((table, keys))
+    if found is None:
+        ordered = tuple(sorted(keys))
+        statement = update(table).where(table.c.id == bindparam("id_")).values({key: bindparam(key) for key in ordered})
+        found = _updates[(table, keys)] = (statement, ordered)
+    return found
+
+
+def _changes(state: InstanceState[Any]) -> dict[str, Any] | None:
+    """The columns set to a new value since the object was loaded or saved; None if one was deleted (the ORM's case)."""
+    values = state.dict
+    changed = {}
+    for key, old in state.committed_state.items():
+        if key not in values:
+            return None
+        new = values[key]
+        if old is NO_VALUE or old is not new and old != new:
+            changed[key] = new
+    return changed
+
+
+def _insertable(obj: object) -> bool:
+    """Whether a new step event carries every column it must, none of them left to a default, and no id of its own."""
+    values = obj.__dict__
+    return type(obj) is StepEvent and values.get("id") is None and all(values.get(key) is not None for key in _REQUIRED)
+
+
+def write_plainly(session: Session, flush_context: Any, instances: Iterable[object] | None) -> None:
+    """Before a flush: save the changed jobs and step events and the new step events, so the ORM finds them clean.
+
+    The whole flush is left to the ORM when it was asked for chosen objects, when
+    it deletes, or when new objects other than step events are pending (a job made
+    through the ORM must go in before its step events, and the ORM orders that).
+    Updates go in the ORM's order, jobs before step events and each by id, so
+    that transactions lock rows in the same order. A column set to the value it
+    had is not written, as with the ORM.
+    """
+    if instances is not None or session.deleted:
+        return
+    new = list(session.new)
+    if not all(type(obj) is StepEvent for obj in new):
+        return
+    saved: list[InstanceState[Any]] = []
+    updates = []
+    for obj in session.dirty:
+        model = type(obj)
+        if model in _ORDER:
+            state: InstanceState[Any] = inspect(obj)
+            changes = _changes(state)
+            if changes is not None:
+                saved.append(state)
+                if changes:
+                    updates.append((_ORDER[model], state.dict["id"], model, changes))
+    inserts = new if new and all(_insertable(obj) for obj in new) else []
+    connection = session.connection() if updates or inserts else None
+    for _, id_, model, changes in sorted(updates, key=lambda update: update[:2]):
+        statement, ordered = _update_of(_TABLES[model], frozenset(changes))
+        row = {key: changes[key] for key in ordered}
+        row["id_"] = id_
+        if execute_one(connection, statement, row).rowcount != 1:
+            raise StaleDataError(f"UPDATE of {model.__name__} {id_} matched no row")
+    # What the ORM's flush does with the objects it saved: they are clean, and a rollback of the transaction expires
+    # them (new ones become transient again) as it would have.
+    if saved:
+        InstanceState._commit_all_states([(state, state.dict) for state in saved], session.identity_map)
+        session._register_altered(saved)
+    if inserts:
+        for obj in inserts:
+            for key in _NULL_UNLESS_SET:
+                obj.__dict__.setdefault(key, None)
+        rows = [{key: obj.__dict__[key] for key in _INSERTED} for obj in inserts]
+        for obj, id_ in zip(inserts, connection.execute(_INSERT_STEP_EVENT, rows).scalars().all(), strict=True):
+            obj.__dict__["id"] = id_
+        session._register_persistent({inspect(obj) for obj in inserts})
