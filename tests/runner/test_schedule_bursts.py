@@ -266,6 +266,76 @@ def test_a_stored_job_changed_by_another_process_is_read_again(api, key, rt, clo
         assert session.get(Schedule, created["id"]).last_fired_at == at(2026, 3, 2, 12, 40)
 
 
+def _count_due_reads(runner: ScheduleRunner, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The times the runner restores its due stored jobs from the store from now on."""
+    reads: list[Any] = []
+    get_due_jobs = runner.store.get_due_jobs
+
+    def counting(now: Any) -> list[Any]:
+        reads.append(now)
+        return get_due_jobs(now)
+
+    monkeypatch.setattr(runner.store, "get_due_jobs", counting)
+    return reads
+
+
+def test_the_due_jobs_read_when_the_ticks_were_prepared_are_used_at_the_tick(api, key, rt, clock, monkeypatch):
+    created = [create_schedule(api, key, cron="0 13 * * *") for _ in range(3)]
+    runner = _runner(rt)
+    runner.prepare(TICK)
+    assert runner.tick(at(2026, 3, 2, 12, 59, 58)) == []  # a tick before the prepared one leaves the read alone
+    reads = _count_due_reads(runner, monkeypatch)
+
+    fired = runner.tick(TICK)
+
+    assert reads == [] and len(fired) == 3
+    assert sorted(j["trigger_ref"] for j in jobs(api, key)) == sorted(s["id"] for s in created)
+    assert runner.tick(at(2026, 3, 2, 13, 1)) == []  # moved to their next fire time, as after a read at the tick
+    assert len(runner.tick(at(2026, 3, 3, 13, 0))) == 3
+
+
+def test_due_jobs_changed_by_another_process_after_the_ticks_were_prepared_are_read_again(api, key, rt, clock, monkeypatch):
+    created = create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    runner.prepare(TICK)
+    other = SQLAlchemyJobStore(engine=rt.db.engine, tablename=APSCHEDULER_TABLE)
+    other.start(BackgroundScheduler(timezone=UTC), "default")
+    stored = other.lookup_job(created["id"])
+    stored.next_run_time = at(2026, 3, 2, 14, 0)  # another scheduler fired it meanwhile
+    other.update_job(stored)
+    reads = _count_due_reads(runner, monkeypatch)
+
+    assert runner.tick(TICK) == []
+    assert reads == [TICK]
+
+
+def test_a_schedule_added_after_the_ticks_were_prepared_is_fired_too(api, key, rt, clock, monkeypatch):
+    first = create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    runner.prepare(TICK)
+    second = create_schedule(api, key, cron="0 13 * * *")
+    reads = _count_due_reads(runner, monkeypatch)
+
+    fired = runner.tick(TICK)
+
+    assert reads == [TICK] and len(fired) == 2
+    assert sorted(j["trigger_ref"] for j in jobs(api, key)) == sorted([first["id"], second["id"]])
+
+
+def test_a_job_due_after_the_prepared_ticks_but_before_the_tick_is_read_again(api, key, rt, clock, monkeypatch):
+    create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    runner.prepare(TICK)
+    late = create_schedule(api, key, cron="1 13 * * *")
+    ScheduleRunner(rt).sync(TICK)  # another scheduler stores it: this one finds it stored already and writes nothing
+    reads = _count_due_reads(runner, monkeypatch)
+
+    fired = runner.tick(at(2026, 3, 2, 13, 1))
+
+    assert reads == [at(2026, 3, 2, 13, 1)] and len(fired) == 2
+    assert late["id"] in {j["trigger_ref"] for j in jobs(api, key)}
+
+
 def test_many_ticks_fire_in_several_batches(api, key, rt, clock, monkeypatch):
     monkeypatch.setattr("runner.scheduling.scheduler.DEFAULT_FIRE_BATCH", 2)
     created = [create_schedule(api, key, cron="0 13 * * *") for _ in range(5)]
