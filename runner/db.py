@@ -321,7 +321,7 @@ _prepared: dict[tuple[str, Executable, tuple[str, ...]], _Prepared] = {}
 _inserts: dict[Table, Executable] = {}
 
 
-def execute_many(connection: Connection, statement: Executable, rows: list[dict[str, Any]]) -> None:
+def execute_many(connection: Connection, statement: Executable, rows: list[dict[str, Any]]) -> CursorResult[Any] | None:
     """Run ``statement`` once per row with one executemany, converting the values without SQLAlchemy's per-row parameter handling.
 
     A burst of cron ticks inserts thousands of jobs, events and audit entries:
@@ -330,10 +330,10 @@ def execute_many(connection: Connection, statement: Executable, rows: list[dict[
     keys, as with ``connection.execute(statement, rows)``, which is used instead
     when the statement needs what only SQLAlchemy does per row (a Python-side
     column default, a constant or an IN list among its parameters) or a row
-    lacks one of those keys.
+    lacks one of those keys. Returns the result (its ``rowcount`` counts the rows of every run), None without rows.
     """
     if not rows:
-        return
+        return None
     keys = tuple(rows[0])
     cache_key = (connection.dialect.name, statement, keys)
     prepared = _prepared.get(cache_key)
@@ -345,9 +345,8 @@ def execute_many(connection: Connection, statement: Executable, rows: list[dict[
         except KeyError:
             pass  # a row lacks one of the first row's keys: SQLAlchemy says which
         else:
-            connection.exec_driver_sql(prepared.sql, parameters)
-            return
-    connection.execute(statement, rows)
+            return connection.exec_driver_sql(prepared.sql, parameters)
+    return connection.execute(statement, rows)
 
 
 def execute_one(connection: Connection, statement: Executable, row: dict[str, Any]) -> CursorResult[Any]:

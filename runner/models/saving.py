@@ -15,6 +15,7 @@ nothing listens for them.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.state import InstanceState
 
-from ..db import execute_one
+from ..db import execute_many, execute_one
 from .job import Job, StepEvent
 
 __all__ = ["PLAIN_MODELS", "write_plainly"]
@@ -43,7 +44,10 @@ _NULL_UNLESS_SET = frozenset(column.key for column in StepEvent.__table__.c
 _REQUIRED = _COLUMNS[StepEvent] - _NULL_UNLESS_SET - {"id"}
 _INSERTED = tuple(sorted(_COLUMNS[StepEvent] - {"id"}))
 _updates: dict[tuple[Table, frozenset[str]], tuple[Any, tuple[str, ...]]] = {}
-_INSERT_STEP_EVENT = insert(StepEvent.__table__).returning(StepEvent.__table__.c.id, sort_by_parameter_order=True)
+# The new ids come back with each row's (job_id, order), unique, so the rows may come back in any order: SQLite then
+# takes them in one statement (a RETURNING that must keep the parameters' order goes one row at a time there).
+_STEP_EVENTS = StepEvent.__table__
+_INSERT_STEP_EVENT = insert(_STEP_EVENTS).returning(_STEP_EVENTS.c.id, _STEP_EVENTS.c.job_id, _STEP_EVENTS.c.order)
 
 
 def _update_of(table: Table, keys: frozenset[str]) -> tuple[Any, tuple[str, ...]]:
@@ -103,12 +107,16 @@ def write_plainly(session: Session, flush_context: Any, instances: Iterable[obje
                     updates.append((_ORDER[model], state.dict["id"], model, changes))
     inserts = new if new and all(_insertable(obj) for obj in new) else []
     connection = session.connection() if updates or inserts else None
-    for _, id_, model, changes in sorted(updates, key=lambda update: update[:2]):
-        statement, ordered = _update_of(_TABLES[model], frozenset(changes))
-        row = {key: changes[key] for key in ordered}
-        row["id_"] = id_
-        if execute_one(connection, statement, row).rowcount != 1:
-            raise StaleDataError(f"UPDATE of {model.__name__} {id_} matched no row")
+    updates.sort(key=lambda update: update[:2])
+    # Neighbours (in that order) that change the same columns of the same table go in with one executemany: a batch of
+    # jobs starting together changes the same columns of each.
+    for (_, model, keys), group in itertools.groupby(updates, key=lambda update: (update[0], update[2], frozenset(update[3]))):
+        statement, ordered = _update_of(_TABLES[model], keys)
+        rows = [{**{key: changes[key] for key in ordered}, "id_": id_} for _, id_, _, changes in group]
+        result = execute_one(connection, statement, rows[0]) if len(rows) == 1 else execute_many(connection, statement, rows)
+        if result.rowcount != len(rows):
+            ids = ", ".join(str(row["id_"]) for row in rows)
+            raise StaleDataError(f"UPDATE of {model.__name__} {ids} matched {result.rowcount} of {len(rows)} rows")
     # What the ORM's flush does with the objects it saved: they are clean, and a rollback of the transaction expires
     # them (new ones become transient again) as it would have.
     if saved:
@@ -119,6 +127,7 @@ def write_plainly(session: Session, flush_context: Any, instances: Iterable[obje
             for key in _NULL_UNLESS_SET:
                 obj.__dict__.setdefault(key, None)
         rows = [{key: obj.__dict__[key] for key in _INSERTED} for obj in inserts]
-        for obj, id_ in zip(inserts, connection.execute(_INSERT_STEP_EVENT, rows).scalars().all(), strict=True):
-            obj.__dict__["id"] = id_
+        ids = {(job_id, order): id_ for id_, job_id, order in connection.execute(_INSERT_STEP_EVENT, rows)}
+        for obj in inserts:
+            obj.__dict__["id"] = ids[(obj.job_id, obj.order)]
         session._register_persistent({inspect(obj) for obj in inserts})

@@ -235,7 +235,7 @@ def test_an_update_that_matches_no_row_raises_stale_data_and_nothing_is_kept(rt,
     job_id, event_id = started
     job_before, event_before = stored(rt, Job, job_id), stored(rt, StepEvent, event_id)
 
-    with pytest.raises(StaleDataError, match=rf"StepEvent {event_id} matched no row"), rt.db.write() as session:
+    with pytest.raises(StaleDataError, match=rf"StepEvent {event_id} matched 0 of 1 rows"), rt.db.write() as session:
         job, ev = session.get(Job, job_id), session.get(StepEvent, event_id)
         session.connection().execute(delete(StepEvent.__table__).where(StepEvent.__table__.c.id == event_id))
         job.message, ev.note = "changed", "changed"
@@ -371,15 +371,20 @@ def test_updates_go_jobs_first_then_step_events_each_by_id(rt, api, worker):
     ids = sorted(job_id_of(rt, start(api, key)) for _ in range(2))
     worker.run_until_idle()
     written: list[tuple[str, Any]] = []
+    statements = 0
 
     def run(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
-        # The row's id is the last parameter (SQLite) or the one named id_ (psycopg).
-        written.append((statement.split()[1], parameters["id_"] if isinstance(parameters, dict) else parameters[-1]))
+        # Each row's id is its last parameter (SQLite) or the one named id_ (psycopg); an executemany has a row per job.
+        nonlocal statements
+        statements += 1
+        for row in parameters if executemany else [parameters]:
+            written.append((statement.split()[1], row["id_"] if isinstance(row, dict) else row[-1]))
 
     with rt.db.write() as session:
         events = sorted(session.scalars(select(StepEvent).where(StepEvent.job_id.in_(ids))), key=lambda ev: ev.id)
         jobs = [session.get(Job, job_id) for job_id in ids]
         events[1].note, jobs[1].message, events[0].note, jobs[0].message = "ordered", "ordered", "ordered", "ordered"
+        jobs[1].cursor = 7  # a different set of columns: its own statement, after the first job's
         event.listen(rt.db.engine, "before_cursor_execute", run)
         try:
             session.flush()
@@ -387,6 +392,7 @@ def test_updates_go_jobs_first_then_step_events_each_by_id(rt, api, worker):
             event.remove(rt.db.engine, "before_cursor_execute", run)
 
     assert written == [("jobs", ids[0]), ("jobs", ids[1]), ("step_events", events[0].id), ("step_events", events[1].id)]
+    assert statements == 3  # the two step events, changed alike, went in together
 
 
 def test_a_dirty_step_event_pointing_at_a_job_made_through_the_orm_is_left_to_the_orm(rt, started):
@@ -418,3 +424,34 @@ def test_a_rollback_undoes_in_memory_what_it_undoes_in_the_store(rt, started):
     assert inspect(ev).transient and ev.title == "Step 2"
     assert "message" in inspect(job).expired_attributes or "message" not in inspect(job).dict
     assert stored(rt, Job, job_id)["message"] is None
+
+
+def test_jobs_started_together_are_updated_with_one_statement(rt, api, worker):
+    key = publish(api, [{"title": "Drain traffic"}])
+    uuids = [start(api, key) for _ in range(3)]
+    with statements(rt) as seen:
+        worker.run_until_idle()
+
+    assert len([sql for sql in seen if sql.startswith("UPDATE jobs SET")]) == 1, seen
+    assert len([sql for sql in seen if sql.startswith("INSERT INTO step_events")]) == 1, seen
+    with rt.db.connect() as connection:
+        assert connection.execute(select(Job.status).where(Job.uuid.in_(uuids))).scalars().all() == ["waiting"] * 3
+        assert sorted(connection.execute(select(Job.uuid).join(StepEvent, StepEvent.job_id == Job.id)
+                                         .where(Job.uuid.in_(uuids), StepEvent.order == 1)).scalars()) == sorted(uuids)
+
+
+def test_a_group_of_updates_that_misses_a_row_raises_stale_data_and_nothing_is_kept(rt, api, worker):
+    key = publish(api, [{"title": "Drain traffic"}])
+    ids = sorted(job_id_of(rt, start(api, key)) for _ in range(2))
+    worker.run_until_idle()
+    before = [stored(rt, Job, job_id) for job_id in ids]
+
+    with pytest.raises(StaleDataError, match=rf"UPDATE of Job {ids[0]}, {ids[1]} matched 1 of 2 rows"), rt.db.write() as session:
+        jobs = [session.get(Job, job_id) for job_id in ids]
+        session.connection().execute(delete(StepEvent.__table__).where(StepEvent.__table__.c.job_id == ids[1]))
+        session.connection().execute(delete(Job.__table__).where(Job.__table__.c.id == ids[1]))
+        for job in jobs:
+            job.message = "changed"
+        session.flush()
+
+    assert [stored(rt, Job, job_id) for job_id in ids] == before
