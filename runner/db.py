@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine, make_ur
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-__all__ = ["Database", "Encoded", "encoded", "execute_many", "insert_rows"]
+__all__ = ["Database", "Encoded", "encoded", "execute_many", "execute_one", "insert_rows"]
 
 # How long a SQLite writer waits for the write lock before giving up (milliseconds).
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000

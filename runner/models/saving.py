@@ -2,7 +2,7 @@
 
 Every move of a job changes a few columns of its row and of a step event's,
 and starts a step now and then. The ORM's unit of work would work out the
-same statements on every flush, at several times the cost of running them.
+same statements on every flush, at about the cost of running them again.
 ``write_plainly`` runs before each flush of a write session: it updates each
 changed ``Job`` and ``StepEvent`` by primary key with a statement prepared once
 per set of changed columns, inserts each new ``StepEvent``, and then registers
@@ -10,8 +10,14 @@ the objects with the session as the ORM's flush does with those it saved
 (persistent, clean, expired again if the transaction rolls back), leaving the
 ORM's flush nothing to do for them. Anything else (other models, deletions,
 new jobs made through the ORM) is left to the ORM. Mapper events
-(``before_update``, ``after_insert``) do not fire for the objects saved here;
-nothing listens for them.
+(``before_update``, ``after_insert``) do not fire for the objects saved here,
+nor do ``after_flush`` events when the ORM is left nothing to do; nothing
+listens for them. The models have no ``onupdate`` defaults to apply.
+
+The objects are registered with the session through the calls SQLAlchemy's
+own flush ends with (``InstanceState._commit_all_states``,
+``Session._register_altered``, ``Session._register_persistent``), which are
+not public: ``setup.cfg`` keeps SQLAlchemy to the minor release the tests run on.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, inspect, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.exc import StaleDataError
@@ -28,7 +35,7 @@ from sqlalchemy.orm.state import InstanceState
 from ..db import execute_many, execute_one
 from .job import Job, StepEvent
 
-__all__ = ["PLAIN_MODELS", "write_plainly"]
+__all__ = ["write_plainly"]
 
 # The models saved here, in the order their updates go in (a step event's row refers to its job's), then by id; each
 # maps its attributes to columns of the same names.
@@ -36,11 +43,14 @@ PLAIN_MODELS = (Job, StepEvent)
 _ORDER = {model: position for position, model in enumerate(PLAIN_MODELS)}
 _TABLES: dict[type, Table] = {model: model.__table__ for model in PLAIN_MODELS}
 _COLUMNS: dict[type, frozenset[str]] = {model: frozenset(attr.key for attr in inspect(model).column_attrs) for model in PLAIN_MODELS}
-assert all(_COLUMNS[model] == frozenset(_TABLES[model].c.keys()) for model in PLAIN_MODELS), "attribute names must be column names"
+if any(_COLUMNS[model] != frozenset(_TABLES[model].c.keys()) for model in PLAIN_MODELS):
+    raise TypeError("write_plainly saves models whose attribute names are their column names")
 
-# A new step event may leave out a column that is NULL unless set (the ORM writes NULL); the others it must carry.
+# A new step event may leave out a column that is NULL unless set (the ORM writes NULL); the others it must carry. A
+# JSON column left out would be SQL NULL through the ORM but JSON null here: it must be carried too.
 _NULL_UNLESS_SET = frozenset(column.key for column in StepEvent.__table__.c
-                             if column.nullable and column.default is None and column.server_default is None)
+                             if column.nullable and column.default is None and column.server_default is None
+                             and not column.type.should_evaluate_none)
 _REQUIRED = _COLUMNS[StepEvent] - _NULL_UNLESS_SET - {"id"}
 _INSERTED = tuple(sorted(_COLUMNS[StepEvent] - {"id"}))
 _updates: dict[tuple[Table, frozenset[str]], tuple[Any, tuple[str, ...]]] = {}
@@ -85,9 +95,10 @@ def write_plainly(session: Session, flush_context: Any, instances: Iterable[obje
     The whole flush is left to the ORM when it was asked for chosen objects, when
     it deletes, or when new objects other than step events are pending (a job made
     through the ORM must go in before its step events, and the ORM orders that).
-    Updates go in the ORM's order, jobs before step events and each by id, so
-    that transactions lock rows in the same order. A column set to the value it
-    had is not written, as with the ORM.
+    Within jobs and step events, updates go in the ORM's order (jobs before step
+    events, each by id), so that transactions lock those rows in the same order;
+    they go before anything the ORM writes in the same flush. A column set to the
+    value it had is not written, as with the ORM.
     """
     if instances is not None or session.deleted:
         return
@@ -101,15 +112,32 @@ def write_plainly(session: Session, flush_context: Any, instances: Iterable[obje
         if model in _ORDER:
             state: InstanceState[Any] = inspect(obj)
             changes = _changes(state)
-            if changes is not None:
+            if changes is not None and "id" not in changes:  # a changed primary key is the ORM's to handle
                 saved.append(state)
                 if changes:
-                    updates.append((_ORDER[model], state.dict["id"], model, changes))
+                    updates.append((_ORDER[model], state.key[1][0], model, changes))
     inserts = new if new and all(_insertable(obj) for obj in new) else []
-    connection = session.connection() if updates or inserts else None
-    updates.sort(key=lambda update: update[:2])
-    # Neighbours (in that order) that change the same columns of the same table go in with one executemany: a batch of
-    # jobs starting together changes the same columns of each.
+    if not updates and not inserts:
+        if saved:
+            _saved(session, saved)
+        return
+    # As in the ORM's flush: if a statement fails, the session must be rolled back before it is used again.
+    transaction = session._autobegin_t()._begin()
+    try:
+        _write(session.connection(), sorted(updates, key=lambda update: update[:2]), inserts)
+        _saved(session, saved)
+        if inserts:
+            session._register_persistent({inspect(obj) for obj in inserts})
+        transaction.commit()
+    except BaseException:
+        transaction.rollback(_capture_exception=True)
+        raise
+
+
+def _write(connection: Connection, updates: list[tuple[int, int, type, dict[str, Any]]], inserts: list[StepEvent]) -> None:
+    """Run the updates (in order) and the inserts, giving each new step event its id."""
+    # Neighbours that change the same columns of the same table go in with one executemany: a batch of jobs starting
+    # together changes the same columns of each.
     for (_, model, keys), group in itertools.groupby(updates, key=lambda update: (update[0], update[2], frozenset(update[3]))):
         statement, ordered = _update_of(_TABLES[model], keys)
         rows = [{**{key: changes[key] for key in ordered}, "id_": id_} for _, id_, _, changes in group]
@@ -117,11 +145,6 @@ def write_plainly(session: Session, flush_context: Any, instances: Iterable[obje
         if result.rowcount != len(rows):
             ids = ", ".join(str(row["id_"]) for row in rows)
             raise StaleDataError(f"UPDATE of {model.__name__} {ids} matched {result.rowcount} of {len(rows)} rows")
-    # What the ORM's flush does with the objects it saved: they are clean, and a rollback of the transaction expires
-    # them (new ones become transient again) as it would have.
-    if saved:
-        InstanceState._commit_all_states([(state, state.dict) for state in saved], session.identity_map)
-        session._register_altered(saved)
     if inserts:
         for obj in inserts:
             for key in _NULL_UNLESS_SET:
@@ -130,4 +153,9 @@ def write_plainly(session: Session, flush_context: Any, instances: Iterable[obje
         ids = {(job_id, order): id_ for id_, job_id, order in connection.execute(_INSERT_STEP_EVENT, rows)}
         for obj in inserts:
             obj.__dict__["id"] = ids[(obj.job_id, obj.order)]
-        session._register_persistent({inspect(obj) for obj in inserts})
+
+
+def _saved(session: Session, saved: list[InstanceState[Any]]) -> None:
+    """What the ORM's flush does with the objects it updated: they are clean, and a rollback of the transaction expires them."""
+    InstanceState._commit_all_states([(state, state.dict) for state in saved], session.identity_map)
+    session._register_altered(saved)

@@ -18,13 +18,14 @@ from typing import Any
 from apscheduler.job import Job as StoredJob
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
-__all__ = ["RememberingJobStore"]
+__all__ = ["RememberingJobStore", "digest"]
 
 # Stored jobs whose state is remembered; past this the memory is dropped and rebuilt from the rows.
 DEFAULT_MAX_REMEMBERED = 100_000
 
 
-def _digest(blob: bytes) -> bytes:
+def digest(blob: bytes) -> bytes:
+    """A short fingerprint of a stored job's pickled state."""
     return hashlib.blake2b(blob, digest_size=16).digest()
 
 
@@ -44,7 +45,7 @@ class RememberingJobStore(SQLAlchemyJobStore):
         """Pickle a job's state the way the store writes it, and remember it."""
         state = job.__getstate__()
         blob = pickle.dumps(state, self.pickle_protocol)
-        self._remember(_digest(blob), state)
+        self._remember(digest(blob), state)
         return blob
 
     def forget(self, job_ids: set[str]) -> None:
@@ -72,10 +73,10 @@ class RememberingJobStore(SQLAlchemyJobStore):
         return state
 
     def _reconstitute_job(self, job_state: bytes) -> StoredJob:
-        digest = _digest(job_state)
-        state = self._states.get(digest)
+        fingerprint = digest(job_state)
+        state = self._states.get(fingerprint)
         if state is None:
-            state = self._remember(digest, pickle.loads(job_state))
+            state = self._remember(fingerprint, pickle.loads(job_state))
         job = StoredJob.__new__(StoredJob)
         job.__setstate__(state)
         job._scheduler = self._scheduler

@@ -10,6 +10,8 @@ from uuid import uuid4
 
 import pytest
 from sqlalchemy import String, cast, delete, event, inspect, select
+from sqlalchemy.exc import IntegrityError, PendingRollbackError
+from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
 from runner.models import Job, StepEvent
@@ -335,7 +337,6 @@ def test_json_and_aware_timestamps_are_stored_as_the_orm_stores_them(rt, api, wo
     assert plainly == raw(ids[1])
 
 
-
 # --- 7. as the ORM would: unchanged values, defaults, ids, order, rollback ---------------------------
 
 
@@ -455,3 +456,45 @@ def test_a_group_of_updates_that_misses_a_row_raises_stale_data_and_nothing_is_k
         session.flush()
 
     assert [stored(rt, Job, job_id) for job_id in ids] == before
+
+
+def test_new_step_events_of_several_jobs_get_the_ids_of_their_own_rows(rt, api, worker):
+    key = publish(api, [{"title": "Drain traffic"}, {"title": "Restart"}])
+    ids = [job_id_of(rt, start(api, key)) for _ in range(3)]
+    worker.run_until_idle()
+    with rt.db.write() as session:
+        events = [new_step_event(job_id, 2, title=f"Restart {job_id}") for job_id in reversed(ids)]
+        session.add_all(events)
+        session.flush()
+
+    for ev in events:
+        row = stored(rt, StepEvent, ev.id)
+        assert (row["job_id"], row["order"], row["title"]) == (ev.job_id, 2, f"Restart {ev.job_id}")
+
+
+def test_a_failed_flush_must_be_rolled_back_before_the_session_is_used_again(rt, started):
+    job_id, _ = started
+    session = rt.db._writers()
+    try:
+        job = session.get(Job, job_id)
+        job.message = "first"
+        session.add_all([new_step_event(job_id, 2), new_step_event(job_id, 2)])  # the same step twice
+        with pytest.raises(IntegrityError):
+            session.flush()
+        with pytest.raises(PendingRollbackError):
+            session.commit()
+    finally:
+        session.rollback()
+        session.close()
+
+    assert stored(rt, Job, job_id)["message"] is None
+
+
+def test_a_value_changed_in_place_and_flagged_is_written(rt, started):
+    _, event_id = started
+    with rt.db.write() as session:
+        ev = session.get(StepEvent, event_id)
+        ev.output["checked"] = True
+        flag_modified(ev, "output")
+
+    assert stored(rt, StepEvent, event_id)["output"] == {"checked": True}

@@ -336,6 +336,50 @@ def test_a_job_due_after_the_prepared_ticks_but_before_the_tick_is_read_again(ap
     assert late["id"] in {j["trigger_ref"] for j in jobs(api, key)}
 
 
+def test_a_schedule_changed_after_the_ticks_were_prepared_fires_with_its_new_trigger(api, key, rt, clock, monkeypatch):
+    created = create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    runner.prepare(TICK)
+    patch(api, key, created["id"], cron="0 13 * * 1")  # 2026-03-02 is a Monday: the same next tick, then none until the 9th
+    reads = _count_due_reads(runner, monkeypatch)
+
+    assert len(runner.tick(TICK)) == 1 and reads == [TICK]
+    assert runner.tick(at(2026, 3, 3, 13, 0)) == []
+    assert len(runner.tick(at(2026, 3, 9, 13, 0))) == 1
+
+
+def test_a_schedule_another_scheduler_stored_anew_after_the_ticks_were_prepared_keeps_its_new_trigger(api, key, rt, clock,
+                                                                                                      monkeypatch):
+    created = create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    runner.prepare(TICK)
+    patch(api, key, created["id"], cron="0 13 * * 1")
+    ScheduleRunner(rt).sync(at(2026, 3, 2, 12, 59, 57))  # stored by the other; this one then finds the store up to date
+    reads = _count_due_reads(runner, monkeypatch)
+
+    assert len(runner.tick(TICK)) == 1 and reads == [TICK]
+    assert runner.tick(at(2026, 3, 3, 13, 0)) == []  # the new trigger was kept, not the one read when preparing
+
+
+def test_ticks_whose_firing_failed_are_read_again_and_fired_once(api, key, rt, clock, monkeypatch):
+    create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+    runner.prepare(TICK)
+    fire_many = firing.fire_many
+
+    def failing(*args: Any, **kwargs: Any) -> list[str]:
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr("runner.scheduling.scheduler.fire_many", failing)
+    with pytest.raises(RuntimeError):
+        runner.tick(TICK)
+    monkeypatch.setattr("runner.scheduling.scheduler.fire_many", fire_many)
+    reads = _count_due_reads(runner, monkeypatch)
+
+    assert len(runner.tick(at(2026, 3, 2, 13, 0, 1))) == 1 and reads == [at(2026, 3, 2, 13, 0, 1)]
+    assert runner.tick(at(2026, 3, 2, 13, 0, 2)) == [] and len(jobs(api, key)) == 1
+
+
 def test_many_ticks_fire_in_several_batches(api, key, rt, clock, monkeypatch):
     monkeypatch.setattr("runner.scheduling.scheduler.DEFAULT_FIRE_BATCH", 2)
     created = [create_schedule(api, key, cron="0 13 * * *") for _ in range(5)]
