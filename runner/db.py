@@ -90,6 +90,7 @@ class Database:
         self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
         event.listen(self._readers, "before_flush", _refuse_writes)
         self._writers = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._flush_listeners: list[Callable[[Session, Any, Any], None]] = []
         # While set, this process's SQLite transactions leave the write-ahead log for one checkpoint afterwards.
         self.checkpoints_deferred = False
         # Called with the session just before each write transaction commits (e.g. fanning events out).
@@ -167,8 +168,10 @@ class Database:
                 connection.close()
 
     def before_flush(self, callback: Callable[[Session, Any, Any], None]) -> None:
-        """Call ``callback`` (a ``before_flush`` session event listener) before each flush of a write session."""
-        if not event.contains(self._writers, "before_flush", callback):
+        """Call ``callback`` (a ``before_flush`` session event listener) before each flush of a write session, once however often asked."""
+        # Kept here rather than asked of ``event.contains``, whose registry goes by the ids of targets and listeners.
+        if callback not in self._flush_listeners:
+            self._flush_listeners.append(callback)
             event.listen(self._writers, "before_flush", callback)
 
     def dispose(self) -> None:

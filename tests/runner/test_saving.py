@@ -62,7 +62,7 @@ def orm_only(rt: Runtime) -> Iterator[None]:
     try:
         yield
     finally:
-        rt.db.before_flush(write_plainly)
+        event.listen(rt.db._writers, "before_flush", write_plainly)
 
 
 def columns(obj: Job | StepEvent) -> dict[str, Any]:
