@@ -324,6 +324,15 @@ _prepared: dict[tuple[str, Executable, tuple[str, ...]], _Prepared] = {}
 _inserts: dict[Table, Executable] = {}
 
 
+def _prepared_for(connection: Connection, statement: Executable, keys: tuple[str, ...]) -> _Prepared:
+    """``statement`` prepared for the connection's dialect and a row's keys, once per process."""
+    cache_key = (connection.dialect.name, statement, keys)
+    prepared = _prepared.get(cache_key)
+    if prepared is None:
+        prepared = _prepared[cache_key] = _Prepared(statement, keys, connection.dialect)
+    return prepared
+
+
 def execute_many(connection: Connection, statement: Executable, rows: list[dict[str, Any]]) -> CursorResult[Any] | None:
     """Run ``statement`` once per row with one executemany, converting the values without SQLAlchemy's per-row parameter handling.
 
@@ -337,11 +346,7 @@ def execute_many(connection: Connection, statement: Executable, rows: list[dict[
     """
     if not rows:
         return None
-    keys = tuple(rows[0])
-    cache_key = (connection.dialect.name, statement, keys)
-    prepared = _prepared.get(cache_key)
-    if prepared is None:
-        prepared = _prepared[cache_key] = _Prepared(statement, keys, connection.dialect)
+    prepared = _prepared_for(connection, statement, tuple(rows[0]))
     if prepared.usable:
         try:
             parameters = prepared.parameters(rows)
@@ -354,11 +359,7 @@ def execute_many(connection: Connection, statement: Executable, rows: list[dict[
 
 def execute_one(connection: Connection, statement: Executable, row: dict[str, Any]) -> CursorResult[Any]:
     """Run ``statement`` once with ``row``, compiled and its conversions looked up once per set of keys (see ``execute_many``)."""
-    keys = tuple(row)
-    cache_key = (connection.dialect.name, statement, keys)
-    prepared = _prepared.get(cache_key)
-    if prepared is None:
-        prepared = _prepared[cache_key] = _Prepared(statement, keys, connection.dialect)
+    prepared = _prepared_for(connection, statement, tuple(row))
     if prepared.usable:
         return connection.exec_driver_sql(prepared.sql, prepared.parameters([row])[0])
     return connection.execute(statement, row)

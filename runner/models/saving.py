@@ -46,9 +46,10 @@ _COLUMNS: dict[type, frozenset[str]] = {model: frozenset(attr.key for attr in in
 if any(_COLUMNS[model] != frozenset(_TABLES[model].c.keys()) for model in PLAIN_MODELS):
     raise TypeError("write_plainly saves models whose attribute names are their column names")
 
+_STEP_EVENTS = StepEvent.__table__
 # A new step event may leave out a column that is NULL unless set (the ORM writes NULL); the others it must carry. A
 # JSON column left out would be SQL NULL through the ORM but JSON null here: it must be carried too.
-_NULL_UNLESS_SET = frozenset(column.key for column in StepEvent.__table__.c
+_NULL_UNLESS_SET = frozenset(column.key for column in _STEP_EVENTS.c
                              if column.nullable and column.default is None and column.server_default is None
                              and not column.type.should_evaluate_none)
 _REQUIRED = _COLUMNS[StepEvent] - _NULL_UNLESS_SET - {"id"}
@@ -56,7 +57,6 @@ _INSERTED = tuple(sorted(_COLUMNS[StepEvent] - {"id"}))
 _updates: dict[tuple[Table, frozenset[str]], tuple[Any, tuple[str, ...]]] = {}
 # The new ids come back with each row's (job_id, order), unique, so the rows may come back in any order: SQLite then
 # takes them in one statement (a RETURNING that must keep the parameters' order goes one row at a time there).
-_STEP_EVENTS = StepEvent.__table__
 _INSERT_STEP_EVENT = insert(_STEP_EVENTS).returning(_STEP_EVENTS.c.id, _STEP_EVENTS.c.job_id, _STEP_EVENTS.c.order)
 
 
