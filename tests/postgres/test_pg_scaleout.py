@@ -173,13 +173,18 @@ def test_two_schedulers_fire_each_tick_once_and_the_survivor_takes_over(pg_setti
 
 
 def _leader(rt: Runtime, schedulers: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    """The scheduler process whose database session holds the advisory lock (its pid is in application_name)."""
+    """The scheduler process whose database session holds the advisory lock (its pid is in application_name).
+
+    Advisory locks belong to a database: other tests' schedulers hold the same key in theirs on the same server.
+    """
     from sqlalchemy import text
 
     with rt.db.read() as session:
         names = list(session.execute(text(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.objid = :key AND l.granted"), {"key": rt.settings.scheduler_leader_lock}).scalars())
+            "WHERE l.locktype = 'advisory' AND l.objid = :key AND l.granted "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+            {"key": rt.settings.scheduler_leader_lock}).scalars())
     assert len(names) == 1, f"expected exactly one lock holder, got {names}"
     pid = int(names[0].rsplit("pid=", 1)[1])
     return next(p for p in schedulers if p.pid == pid)
