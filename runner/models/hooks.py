@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
@@ -40,7 +40,14 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("subscription_id", "event_id"),
         Index("ix_deliveries_event_id", "event_id"),
-        Index("ix_deliveries_due", "next_attempt_at"),
+        # Deliveries still to be attempted, by when: a finished one (its next_attempt_at null) leaves the index, so
+        # claiming reads only the pending ones however long the delivery log grows.
+        Index(
+            "ix_deliveries_pending",
+            "next_attempt_at",
+            postgresql_where=text("next_attempt_at IS NOT NULL"),
+            sqlite_where=text("next_attempt_at IS NOT NULL"),
+        ),
         Index("ix_deliveries_job_id_event_type", "job_id", "event_type"),
     )
 
