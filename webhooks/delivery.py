@@ -73,7 +73,9 @@ _D, _S, _E, _A = (model.__table__ for model in (Delivery, Subscription, Event, D
 # Built once: claiming runs several times per batch of deliveries.
 _DUE = (_D.c.next_attempt_at <= bindparam("now"), _D.c.status == "pending",
         or_(_D.c.lease_until.is_(None), _D.c.lease_until < bindparam("now")))
-_ANY_DUE = select(_D.c.id).where(*_DUE).limit(1)
+# In due order, as claiming reads them: PostgreSQL then walks ix_deliveries_pending even before it has statistics of a
+# grown table, where without an order it may guess that a scan of every delivery would soon meet a due one.
+_ANY_DUE = select(_D.c.id).where(*_DUE).order_by(_D.c.next_attempt_at).limit(1)
 _OLDEST_DUE = select(_D.c.id).where(*_DUE).order_by(_D.c.next_attempt_at).limit(bindparam("limit"))
 
 

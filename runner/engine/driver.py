@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 # Built once: idle workers look for due jobs several times a second.
 _DUE = (Job.next_run_at <= bindparam("now"), or_(Job.lease_until.is_(None), Job.lease_until < bindparam("now")))
-_ANY_DUE = select(Job.id).where(*_DUE).limit(1)
+# In due order, as claiming reads them: PostgreSQL then walks ix_jobs_next_run_at even before it has statistics of a
+# grown table, where without an order it guessed that a scan of every job would soon meet a due one.
+_ANY_DUE = select(Job.id).where(*_DUE).order_by(Job.next_run_at).limit(1)
 _DUE_IDS = select(Job.id, Job.uuid).where(*_DUE).order_by(Job.next_run_at).limit(bindparam("limit"))
 _DUE_JOBS = select(Job).where(*_DUE).order_by(Job.next_run_at).limit(bindparam("limit"))
 

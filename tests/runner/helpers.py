@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from runner.config import Settings
+from runner.runtime import Runtime
 from tests import pg
 from tests.conftest import TEST_SETTINGS
 
@@ -53,3 +57,27 @@ def settings_on_each_store(request: pytest.FixtureRequest, db_path: Path, tmp_pa
     yield Settings.from_env({}, database_url=url, var_dir=str(tmp_path / "var"), **TEST_SETTINGS)
     if name is not None:
         pg.drop_database(name)
+
+
+@contextmanager
+def counting(engine: Engine) -> Iterator[list[tuple[str, Any, bool]]]:
+    """Every statement run on ``engine``: (SQL, parameters as the driver got them, whether it was an executemany)."""
+    statements: list[tuple[str, Any, bool]] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        statements.append((statement, parameters, executemany))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def plan(rt: Runtime, statement: str, parameters: Any) -> str:
+    """The store's plan for a statement run through its driver (EXPLAIN QUERY PLAN or EXPLAIN), one line per step; changes nothing."""
+    explain = "EXPLAIN QUERY PLAN " if rt.db.is_sqlite else "EXPLAIN "
+    with rt.db.engine.connect() as conn:
+        rows = conn.exec_driver_sql(explain + statement, parameters).all()
+        conn.rollback()
+    return "\n".join(str(row[-1]) for row in rows)

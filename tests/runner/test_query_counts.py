@@ -1,28 +1,13 @@
 """The hot routes run a fixed, small number of SQL statements: no N+1 as runbooks, steps or jobs grow."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from sqlalchemy import event, inspect
+
+from tests.runner.helpers import counting
 
 # Upper bounds of statements per request; raising one needs a reason (it is paid on every invocation).
 INVOKE_STATEMENTS = 10
 GET_JOB_STATEMENTS = 6
-
-
-@contextmanager
-def counting(engine):
-    """Every statement run on ``engine``: (SQL, parameters, whether it was an executemany)."""
-    statements: list[tuple[str, object, bool]] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        statements.append((statement, parameters, executemany))
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def _publish(api, name, steps):
