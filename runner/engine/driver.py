@@ -285,7 +285,8 @@ def abandon(rt: Runtime, job_uuid: str, worker_id: str) -> None:
     """
     root = select(Job.root_job_uuid).where(Job.uuid == job_uuid).scalar_subquery()
     with rt.db.write() as session:
-        session.execute(update(Job).where(Job.lease_owner == worker_id, Job.root_job_uuid == root).values(lease_owner=None))
+        session.execute(update(Job).where(Job.lease_owner == worker_id, Job.lease_until.is_not(None), Job.root_job_uuid == root)
+                        .values(lease_owner=None))
 
 
 def _release(rt: Runtime, job_uuid: str, worker_id: str) -> None:

@@ -48,6 +48,9 @@ class Delivery(Base):
             postgresql_where=text("next_attempt_at IS NOT NULL"),
             sqlite_where=text("next_attempt_at IS NOT NULL"),
         ),
+        # The deliveries a worker is sending, for its heartbeat: a lease is cleared with the attempt's outcome.
+        Index("ix_deliveries_leased", "lease_owner", postgresql_where=text("lease_until IS NOT NULL"),
+              sqlite_where=text("lease_until IS NOT NULL")),
         Index("ix_deliveries_job_id_event_type", "job_id", "event_type"),
     )
 

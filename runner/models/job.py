@@ -26,6 +26,8 @@ class Job(Base):
             postgresql_where=text("next_run_at IS NOT NULL"),
             sqlite_where=text("next_run_at IS NOT NULL"),
         ),
+        # The jobs a worker holds, for its heartbeat: a lease is cleared when the job waits or ends, so this stays small.
+        Index("ix_jobs_leased", "lease_owner", postgresql_where=text("lease_until IS NOT NULL"), sqlite_where=text("lease_until IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

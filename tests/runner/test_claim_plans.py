@@ -1,4 +1,4 @@
-"""Claiming jobs reads the due ones through their index, however many finished jobs the store holds."""
+"""A job worker's claims and heartbeats read the jobs due or held through their indexes, however many finished jobs the store holds."""
 from __future__ import annotations
 
 from uuid import uuid4
@@ -6,7 +6,8 @@ from uuid import uuid4
 from sqlalchemy import select
 
 from runner.db import insert_rows
-from runner.engine.driver import claim_and_move
+from runner.engine.driver import claim, claim_and_move
+from runner.engine.worker import renew_leases
 from runner.models import Job
 from runner.runtime import Runtime
 from tests.runner.helpers import counting, plan, settings_on_each_store
@@ -49,3 +50,21 @@ def test_claiming_reads_due_jobs_through_their_index_not_every_job(api, rt):
     for found in reads:
         assert "ix_jobs_next_run_at" in found, found
         assert "SCAN jobs" not in found and "Seq Scan on jobs" not in found, found
+
+
+def test_a_workers_heartbeat_reads_only_the_jobs_it_holds(api, rt, clock):
+    """Renewing leases every few seconds must not read every job ever run (on SQLite it holds the writer meanwhile)."""
+    assert api.post("/runbooks", json={"name": "one", "title": "One", "callable": True, "steps": [{"title": "Check"}]}).status_code == 201
+    assert api.post("/runbooks/one/publish").status_code == 200
+    held = api.post("/runbooks/one/jobs", json={}).get_json()["job"]["uuid"]
+    finished_jobs(rt, held, FINISHED)
+    [leased] = claim(rt, "w", 8)
+    clock.advance(5)
+
+    with counting(rt.db.engine) as statements:
+        renewed = renew_leases(rt, Job, "w")
+
+    [found] = [plan(rt, sql, parameters) for sql, parameters, _ in statements if sql.startswith("UPDATE jobs")]
+    assert (leased, renewed) == (held, 1)
+    assert "ix_jobs_leased" in found, found
+    assert "SCAN jobs" not in found and "Seq Scan on jobs" not in found, found

@@ -1,4 +1,4 @@
-"""Claiming deliveries reads the pending ones through their own index, however many finished deliveries the log holds."""
+"""A sender's claims and heartbeats read the deliveries pending or held through their indexes, however many finished ones the log holds."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from runner.db import insert_rows
+from runner.engine.worker import renew_leases
 from runner.models import Delivery, Event
 from runner.runtime import Runtime
 from tests.runner.helpers import counting, plan, settings_on_each_store
@@ -50,3 +51,20 @@ def test_claiming_reads_pending_deliveries_through_their_index_not_the_whole_log
     for found in plans:
         assert "ix_deliveries_pending" in found, found
         assert "SCAN deliveries" not in found and "Seq Scan on deliveries" not in found, found
+
+
+def test_a_senders_heartbeat_reads_only_the_deliveries_it_holds(api, rt, server, clock):
+    key = runbook(api, "Watched")
+    sub = subscribe(api, server.url + "/hook", ["runbook.invoked"], runbooks=[key])
+    start(api, key)
+    finished_log(rt, sub["id"], FINISHED)
+    [leased] = claim_deliveries(rt, "w", 32)
+    clock.advance(2 * rt.settings.delivery_timeout + 5)  # a delivery's lease also covers two timeouts of its attempt
+
+    with counting(rt.db.engine) as statements:
+        renewed = renew_leases(rt, Delivery, "w")
+
+    [found] = [plan(rt, sql, parameters) for sql, parameters, _ in statements if sql.startswith("UPDATE deliveries")]
+    assert (leased.startswith("msg_"), renewed) == (True, 1)
+    assert "ix_deliveries_leased" in found, found
+    assert "SCAN deliveries" not in found and "Seq Scan on deliveries" not in found, found
