@@ -4,14 +4,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, or_, select
 from sqlalchemy.orm import Session
 
 from webhooks.outbound import OutboundPolicy
 
 from ..auth import Action, Actor, require, role_satisfies
 from ..errors import Conflict, Forbidden, IllegalTransition
-from ..models import Event, Job
+from ..models import Event, Job, Runbook
 from ..runtime import JOBS_DUE, Runtime
 from ..services import audit
 from ..services.pagination import MAX_ROW_NUMBER, cut_page, decode_cursor
@@ -109,20 +109,40 @@ def list_jobs(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any
     statement = select(Job).where(Job.workspace_id == actor.workspace_id)
     if position:
         statement = statement.where(Job.id < position["before"])
-    if query.get("runbook"):
-        ref = query["runbook"]
-        statement = statement.where((Job.runbook_key == ref) | (Job.runbook_name == ref))
-    if query.get("status"):
-        statement = statement.where(Job.status.in_([s.strip() for s in query["status"].split(",")]))
     if query.get("parent"):
         statement = statement.where(Job.parent_job_uuid == query["parent"])
     if query.get("triggered_by"):
         statement = statement.where(Job.triggered_by == query["triggered_by"])
+    statuses = list(dict.fromkeys(s.strip() for s in (query.get("status") or "").split(",") if s.strip()))
     limit = query["limit"]
     with rt.db.read() as session:
-        rows, next_cursor = cut_page(list(session.scalars(statement.order_by(Job.id.desc()).limit(limit + 1))), limit,
-                                     lambda last: {"before": last.id})
+        if query.get("runbook"):
+            statement = statement.where(_of_runbook(session, actor.workspace_id, query["runbook"]))
+        rows, next_cursor = cut_page(_newest(session, statement, statuses, limit + 1), limit, lambda last: {"before": last.id})
         return {"items": [job_to_dict(rt, session, r, with_steps=False) for r in rows], "next_cursor": next_cursor}
+
+
+def _newest(session: Session, statement: Any, statuses: list[str], count: int) -> list[Job]:
+    """The ``count`` newest jobs ``statement`` selects, of any of ``statuses`` (all when empty).
+
+    Several statuses are read one by one, each newest first along its
+    (workspace, status, id) index, and merged: in one query SQLite would
+    rather walk every job of the workspace in id order than sort the few that match.
+    """
+    newest = statement.order_by(Job.id.desc()).limit(count)
+    if len(statuses) < 2:
+        return list(session.scalars(newest.where(Job.status == statuses[0]) if statuses else newest))
+    found = [job for status in statuses for job in session.scalars(newest.where(Job.status == status))]
+    return sorted(found, key=lambda job: job.id, reverse=True)[:count]
+
+
+def _of_runbook(session: Session, workspace_id: int, ref: str) -> Any:
+    """The jobs of the runbook whose key or name is ``ref``, by its id: its (runbook, id) index then serves the page.
+
+    A name no runbook holds any more still finds the jobs recorded under it.
+    """
+    ids = session.scalars(select(Runbook.id).where(Runbook.workspace_id == workspace_id, or_(Runbook.key == ref, Runbook.name == ref))).all()
+    return Job.runbook_id.in_(ids) if ids else or_(Job.runbook_key == ref, Job.runbook_name == ref)
 
 
 def job_events(rt: Runtime, actor: Actor, job_uuid: str, *, after: int, limit: int) -> dict[str, Any]:

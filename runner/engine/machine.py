@@ -407,7 +407,8 @@ class Machine:
 
     def _end_children(self, reason: StopReason) -> None:
         children = self.session.scalars(
-            select(Job).where(Job.parent_job_uuid == self.job.uuid, Job.status.notin_([s.value for s in TERMINAL])).with_for_update()
+            select(Job).where(Job.workspace_id == self.job.workspace_id, Job.parent_job_uuid == self.job.uuid,
+                              Job.status.notin_([s.value for s in TERMINAL])).with_for_update()
         )
         for child in children:
             who = f" by {self.actor}" if reason is StopReason.PARENT_ABORTED and self.actor else ""

@@ -124,7 +124,8 @@ def job_to_dict(rt: Runtime, reader: Session | Connection, job: Job, *, with_ste
         "eta": None,
         "rollback_notes": [],
         # Only a runbook step starts a child: a job whose version has none has none to look up.
-        "children": [c for c in reader.scalars(select(Job.uuid).where(Job.parent_job_uuid == job.uuid).order_by(Job.id))]
+        "children": [c for c in reader.scalars(select(Job.uuid).where(Job.workspace_id == job.workspace_id,
+                                                                        Job.parent_job_uuid == job.uuid).order_by(Job.id))]
         if any(step["action"]["type"] == "runbook" for step in body["steps"]) else [],
     }
     if job.ended_at is None:

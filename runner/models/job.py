@@ -17,8 +17,11 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "idempotency_key"),
         Index("ix_jobs_workspace_id_id", "workspace_id", "id"),
-        Index("ix_jobs_runbook_id_id", "runbook_id", "id"),
-        Index("ix_jobs_parent_job_uuid", "parent_job_uuid"),
+        # A runbook's jobs, a job's children and the jobs of one status, each in order: pages of a long history read from
+        # these (led by the workspace, so that SQLite, which keeps no statistics, prefers them to the one above).
+        Index("ix_jobs_workspace_id_runbook_id_id", "workspace_id", "runbook_id", "id"),
+        Index("ix_jobs_workspace_id_parent_job_uuid_id", "workspace_id", "parent_job_uuid", "id"),
+        Index("ix_jobs_workspace_id_status_id", "workspace_id", "status", "id"),
         # Work a worker may claim: every live job has a wake-up time, finished ones none.
         Index(
             "ix_jobs_next_run_at",

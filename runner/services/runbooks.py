@@ -7,7 +7,7 @@ from typing import Any
 
 import marshmallow as ma
 from sqlalchemy import Select, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..auth import Action, Actor, allowed, require
 from ..errors import Conflict, FieldError, IllegalTransition, InvalidInput, NotFound
@@ -80,7 +80,12 @@ def _last_jobs(session: Session, runbook_ids: list[int]) -> dict[int, tuple[Any,
     """When each runbook last ran and how that job stands: {runbook_id: (created_at, status)}."""
     if not runbook_ids:
         return {}
-    latest = select(func.max(Job.id)).where(Job.runbook_id.in_(runbook_ids)).group_by(Job.runbook_id)
+    # One max per runbook, each found at the end of its (workspace, runbook, id) index entries: a max grouped by runbook
+    # would read every job of those runbooks, a million of them for a runbook a schedule runs every minute for two years.
+    earlier = aliased(Job)
+    last_id = (select(func.max(earlier.id)).where(earlier.workspace_id == Runbook.workspace_id, earlier.runbook_id == Runbook.id)
+               .correlate(Runbook).scalar_subquery())
+    latest = select(last_id).where(Runbook.id.in_(runbook_ids))
     rows = session.execute(select(Job.runbook_id, Job.created_at, Job.status).where(Job.id.in_(latest)))
     return {row.runbook_id: (row.created_at, row.status) for row in rows}
 

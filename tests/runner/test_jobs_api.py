@@ -592,6 +592,31 @@ def test_job_list_filters(api, scene, query, expected):
     assert _uuids(api, **query) == [scene[name] for name in expected]
 
 
+def test_job_list_of_a_renamed_runbook_finds_its_jobs_by_the_new_name_and_the_old_one(api):
+    key = _runbook(api, "rotate-tls", MANUAL_STEPS)["key"]
+    before = _start(api, "rotate-tls")
+    renamed = api.patch(f"/runbooks/{key}", json={"name": "rotate-certificates", "base_version": 1})
+    assert renamed.status_code == 200, renamed.get_json()
+    after = _start(api, "rotate-certificates")
+
+    assert _uuids(api, runbook="rotate-certificates") == [after, before]
+    assert _uuids(api, runbook=key) == [after, before]
+    assert _uuids(api, runbook="rotate-tls") == [before]
+
+
+def test_job_list_of_several_statuses_pages_newest_first_across_them(api, scene):
+    seen: list[str] = []
+    cursor = None
+    for _ in range(len(scene) + 1):
+        page = api.get("/jobs", query_string={"status": "waiting,cancelled,queued,waiting", "limit": 1, **({"cursor": cursor} if cursor else {})})
+        seen += [item["uuid"] for item in page.get_json()["items"]]
+        cursor = page.get_json()["next_cursor"]
+        if cursor is None:
+            break
+
+    assert seen == [scene[name] for name in ("queued_job", "aborted_job", "child_job", "parent_job")]
+
+
 @pytest.mark.parametrize("query, field, value", [
     ({"status": "done"}, "status", "done"), ({"status": "queued,finished"}, "status", "queued,finished"),
     ({"triggered_by": "cron"}, "triggered_by", "cron"),

@@ -1,0 +1,77 @@
+"""indexes for a long history: what the workers and the pages people read look up stays small as jobs pile up
+
+``ix_deliveries_due`` held every delivery ever made, the finished ones under a
+null ``next_attempt_at``; on PostgreSQL, before the table's statistics caught
+up with its growth, claiming read the whole table. ``ix_deliveries_pending``
+holds the pending deliveries alone.
+
+Every worker renews the leases it holds every third of the lease time, by
+``lease_owner``, which no index covered: with a million jobs that was a scan
+of the whole table every ten seconds, on SQLite while holding the single
+writer. ``ix_jobs_leased`` and ``ix_deliveries_leased`` index the owner of
+the rows that hold a lease (``lease_until`` set), a handful at any time.
+
+A runbook's jobs, a job's children and the jobs of one status are listed
+newest first from ``(workspace_id, runbook_id, id)``, ``(workspace_id,
+parent_job_uuid, id)`` and ``(workspace_id, status, id)``; the first two
+replace indexes without the workspace, which SQLite, keeping no statistics,
+passed over for the workspace's ``(workspace_id, id)``.
+
+On PostgreSQL the indexes are built and dropped concurrently, so runners keep
+working (and writing) while a large store is indexed.
+
+Revision ID: 0004
+Revises: 0003
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+_PENDING = sa.text("next_attempt_at IS NOT NULL")
+_LEASED = sa.text("lease_until IS NOT NULL")
+# (table, index, column, predicate) of each index this revision adds.
+_ADDED = (
+    ("deliveries", "ix_deliveries_pending", ["next_attempt_at"], _PENDING),
+    ("jobs", "ix_jobs_leased", ["lease_owner"], _LEASED),
+    ("deliveries", "ix_deliveries_leased", ["lease_owner"], _LEASED),
+    ("jobs", "ix_jobs_workspace_id_runbook_id_id", ["workspace_id", "runbook_id", "id"], None),
+    ("jobs", "ix_jobs_workspace_id_parent_job_uuid_id", ["workspace_id", "parent_job_uuid", "id"], None),
+    ("jobs", "ix_jobs_workspace_id_status_id", ["workspace_id", "status", "id"], None),
+)
+# (table, index, columns) of each index it replaces.
+_REPLACED = (
+    ("deliveries", "ix_deliveries_due", ["next_attempt_at"]),
+    ("jobs", "ix_jobs_runbook_id_id", ["runbook_id", "id"]),
+    ("jobs", "ix_jobs_parent_job_uuid", ["parent_job_uuid"]),
+)
+
+
+def _create(table: str, name: str, columns: list[str], where: sa.TextClause | None, concurrently: bool) -> None:
+    options = {"postgresql_where": where, "sqlite_where": where} if where is not None else {}
+    op.create_index(name, table, columns, unique=False, postgresql_concurrently=concurrently, **options)
+
+
+def _apply(create: list[tuple[str, str, list[str], sa.TextClause | None]], drop: list[tuple[str, str]]) -> None:
+    """Create, then drop, indexes: on PostgreSQL concurrently, outside a transaction."""
+    postgres = op.get_bind().dialect.name == "postgresql"
+    with op.get_context().autocommit_block() if postgres else nullcontext():
+        for table, name, column, where in create:
+            _create(table, name, column, where, postgres)
+        for table, name in drop:
+            op.drop_index(name, table_name=table, postgresql_concurrently=postgres)
+
+
+def upgrade() -> None:
+    _apply(list(_ADDED), [(table, name) for table, name, _ in _REPLACED])
+
+
+def downgrade() -> None:
+    _apply([(table, name, columns, None) for table, name, columns in _REPLACED], [(table, name) for table, name, _, _ in _ADDED])
