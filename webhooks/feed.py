@@ -17,6 +17,9 @@ from .subscriptions import resolve_runbook_keys
 
 __all__ = ["poll"]
 
+# The oldest transaction still open on PostgreSQL: every event written by an older one is committed (or gone) for good.
+_HORIZON = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
+
 
 def _split(raw: str | None) -> list[str]:
     return [part.strip() for part in (raw or "").split(",") if part.strip()]
@@ -26,8 +29,8 @@ def poll(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
     """Return events after the cursor, oldest first, with the cursor to pass next time (even when empty)."""
     require(actor, Action.VIEW_PUBLISHED)
     postgres = rt.db.is_postgres
-    position = decode_cursor(query.get("after"), keys=("tx", "after") if postgres else ("after",), name="after") \
-        or {"tx": 0, "after": 0}
+    fields = ("tx", "after") if postgres else ("after",)
+    position = decode_cursor(query.get("after"), keys=fields, name="after") or dict.fromkeys(fields, 0)
     types = _split(query.get("type"))
     unknown = [t for t in types if t not in EVENT_TYPES]
     if unknown:
@@ -37,12 +40,15 @@ def poll(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
         statement = select(Event).where(Event.workspace_id == actor.workspace_id)
         if postgres:
             # Order by (writing transaction, id) and stop below the oldest transaction still open: an event
-            # committed later always sorts after the cursor, so no event is ever skipped.
-            horizon = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
-            statement = statement.where(tuple_(Event.txid, Event.id) > tuple_(position["tx"], position["after"]), Event.txid < horizon)
+            # committed later always sorts after the cursor, so no event is ever skipped. The horizon is read
+            # first, so that every statement below stops at the same one (each read sees a snapshot of its own).
+            horizon = session.scalar(select(_HORIZON))
+            below = (Event.txid < horizon,)
+            statement = statement.where(tuple_(Event.txid, Event.id) > tuple_(position["tx"], position["after"]), *below)
             order = (Event.txid, Event.id)
         else:
             # SQLite commits one writer at a time, so ids are committed in order.
+            below = ()
             statement = statement.where(Event.id > position["after"])
             order = (Event.id,)
         if types:
@@ -55,8 +61,14 @@ def poll(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
             statement = statement.where(Event.runbook_key.in_(keys))
         rows = list(session.scalars(statement.order_by(*order).limit(query["limit"])))
         items = [event_to_dict(e) for e in rows]
-    if rows:
-        position = {"tx": rows[-1].txid or 0, "after": rows[-1].id} if postgres else {"after": rows[-1].id}
-    elif not postgres:
-        position = {"after": position["after"]}
-    return {"items": items, "next_cursor": encode_cursor(position)}
+        last = rows[-1] if rows else None
+        if (types or refs) and len(rows) < query["limit"]:
+            # The page is not full, so every event up to the newest one (below the horizon) was read and passed over:
+            # the cursor moves past them all, or the next poll would read them again, and the one after that.
+            last = session.execute(select(Event.txid, Event.id).where(Event.workspace_id == actor.workspace_id, *below)
+                                   .order_by(*(column.desc() for column in order)).limit(1)).first() or last
+    if last is not None:
+        reached = {"tx": last.txid or 0, "after": last.id} if postgres else {"after": last.id}
+        if tuple(reached.values()) > tuple(position[name] for name in fields):
+            position = reached
+    return {"items": items, "next_cursor": encode_cursor({name: position[name] for name in fields})}

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from runner.engine import JobWorker
 from runner.migrate import current_revision, head_revision, objects_of
-from runner.models import Base, Job
+from runner.models import Base, Job, Workspace
 from runner.scheduling.scheduler import ScheduleRunner
 from webhooks.delivery import DeliveryWorker
 
@@ -132,3 +132,27 @@ def test_the_feed_neither_skips_nor_repeats_events_while_jobs_are_written_on_pos
     assert len(seen) == len(set(seen)), "an event was returned twice"
     assert set(seen) == all_ids, "an event was skipped"
     assert len(all_ids) == 4 * 20 * 2
+
+
+def test_a_filtered_poll_passes_no_event_of_a_transaction_still_open_on_postgres(pg_rt, pg_api, pg_url):
+    """The cursor of a poll that found nothing moves past what it read, but never past a transaction still writing."""
+    import psycopg
+
+    _published(pg_api, {"name": "watched", "title": "Watched", "callable": True, "steps": [{"title": "Look"}]})
+    _published(pg_api, {"name": "busy", "title": "Busy", "callable": True, "steps": [{"title": "Look"}]})
+    with pg_rt.db.read() as session:
+        workspace_id = session.scalar(select(Workspace.id).where(Workspace.slug == "acme"))
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as slow:
+        # A writer that began before the others and commits after them: its event gets the oldest transaction id.
+        stopped = slow.execute("INSERT INTO events (workspace_id, type, runbook_key, payload, created_at) "
+                               "VALUES (%s, 'job.stopped_by_system', 'RB-00001', '{}', now()) RETURNING id", (workspace_id,)).fetchone()[0]
+        for _ in range(3):
+            assert pg_api.post("/runbooks/busy/jobs", json={}).status_code == 202
+        body = pg_api.get("/events?type=job.stopped_by_system").get_json()
+        assert body["items"] == []
+        slow.commit()
+
+    later = pg_api.get(f"/events?type=job.stopped_by_system&after={body['next_cursor']}").get_json()
+
+    assert [(e["id"], e["type"]) for e in later["items"]] == [(stopped, "job.stopped_by_system")]

@@ -128,6 +128,33 @@ def test_feed_filters_by_runbook_key_or_name(api, two_runbooks, ref):
     assert {(e["data"]["runbook"]["key"], e["data"]["job"]["uuid"]) for e in items} == {(deploy, uuid)}
 
 
+def test_a_filtered_poll_moves_its_cursor_past_the_events_it_passed_over(api, two_runbooks):
+    """Else a poll for rare events would read every event since the last match again, each time, as the history grows."""
+    deploy, rollback = two_runbooks
+    for _ in range(3):
+        start(api, rollback)
+    _, end = poll_all(api)
+
+    body = poll(api, runbooks=deploy)
+
+    assert body["items"] == []
+    assert body["next_cursor"] == end
+    uuid = start(api, deploy)
+    assert {e["data"]["job"]["uuid"] for e in poll(api, runbooks=deploy, after=body["next_cursor"])["items"]} == {uuid}
+
+
+def test_filtered_pages_return_each_matching_event_once_in_order(api, two_runbooks):
+    deploy, rollback = two_runbooks
+    for key in (deploy, rollback, rollback, deploy, rollback, deploy):
+        start(api, key)
+
+    pages, _ = poll_all(api, runbooks=deploy, type="runbook.invoked", limit=1)
+
+    assert [len(page) for page in pages] == [1, 1, 1]
+    assert ids(pages) == sorted(ids(pages))
+    assert {e["data"]["runbook"]["key"] for page in pages for e in page} == {deploy}
+
+
 def test_feed_shows_no_event_of_another_workspace(api, stranger, two_runbooks):
     start(api, two_runbooks[0])
 
