@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from runner.auth import Action, Actor, require
 from runner.engine.events import EVENT_TYPES
 from runner.errors import Conflict, FieldError, InvalidInput, NotFound
 from runner.models import Delivery, DeliveryAttempt, Runbook, Subscription
+from runner.models.hooks import UNSUCCESSFUL
 from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 from runner.services import audit
 from runner.services.pagination import cut_page, decode_cursor
@@ -207,6 +208,13 @@ def list_deliveries(rt: Runtime, actor: Actor, sub_id: str, query: dict[str, Any
             statement = statement.where(Delivery.event_id < position["before"])
         if query.get("status"):
             statement = statement.where(Delivery.status == query["status"])
+            if query["status"] not in ("pending", "succeeded"):
+                # The condition of the index of unsuccessful deliveries, as it is written there: SQLite uses a partial index
+                # only for a query that states its condition.
+                statement = statement.where(text(UNSUCCESSFUL))
+            elif query["status"] == "pending":
+                # Pending deliveries are the ones with a next attempt: their own index, whatever the log's length.
+                statement = statement.where(Delivery.next_attempt_at.is_not(None))
         rows, next_cursor = cut_page(list(session.scalars(statement.order_by(Delivery.event_id.desc()).limit(query["limit"] + 1))),
                                      query["limit"], lambda last: {"before": last.event_id})
         attempts: dict[str, list[DeliveryAttempt]] = {r.id: [] for r in rows}

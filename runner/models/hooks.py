@@ -33,6 +33,10 @@ class Subscription(Base):
     deleted_at: Mapped[datetime | None]
 
 
+# Deliveries that ended without success, as an index condition and a query's (the same text, so SQLite sees they match).
+UNSUCCESSFUL = "status NOT IN ('pending', 'succeeded')"
+
+
 class Delivery(Base):
     """One event for one subscription; ``id`` is the ``webhook-id``, the same on every attempt."""
 
@@ -48,6 +52,10 @@ class Delivery(Base):
             postgresql_where=text("next_attempt_at IS NOT NULL"),
             sqlite_where=text("next_attempt_at IS NOT NULL"),
         ),
+        # A subscription's deliveries that ended without success (failed, gone, cancelled), newest first: what a person
+        # looks for in a long delivery log. A success never enters it. ``list_deliveries`` repeats the condition as it is.
+        Index("ix_deliveries_subscription_id_unsuccessful", "subscription_id", "event_id",
+              postgresql_where=text(UNSUCCESSFUL), sqlite_where=text(UNSUCCESSFUL)),
         # The deliveries a worker is sending, for its heartbeat: a lease is cleared with the attempt's outcome.
         Index("ix_deliveries_leased", "lease_owner", postgresql_where=text("lease_until IS NOT NULL"),
               sqlite_where=text("lease_until IS NOT NULL")),

@@ -1,4 +1,4 @@
-"""A sender's claims and heartbeats read the deliveries pending or held through their indexes, however many finished ones the log holds."""
+"""A sender's claims and heartbeats, and the delivery log's pages, read their deliveries through indexes, however long the log."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -22,8 +22,11 @@ FINISHED = 5_000
 AT = datetime(2026, 3, 2, 13, 0, tzinfo=timezone.utc)
 
 
-def finished_log(rt: Runtime, subscription_id: str, count: int) -> None:
-    """Add ``count`` deliveries that succeeded long ago (each with an event of its own), straight into the store."""
+def finished_log(rt: Runtime, subscription_id: str, count: int, *, failed_every: int = 0) -> None:
+    """Add ``count`` deliveries that ended long ago (each with an event of its own), straight into the store.
+
+    They succeeded, but for every ``failed_every``-th one, which failed for good.
+    """
     with rt.db.write() as session:
         connection = session.connection()
         workspace_id, last = connection.execute(select(Event.workspace_id, Event.id).order_by(Event.id.desc()).limit(1)).one()
@@ -31,7 +34,8 @@ def finished_log(rt: Runtime, subscription_id: str, count: int) -> None:
             {"id": last + 1 + i, "workspace_id": workspace_id, "type": "job.created", "payload": {}, "created_at": AT} for i in range(count)])
         insert_rows(connection, Delivery.__table__, [
             {"id": f"msg_finished{i:012d}", "workspace_id": workspace_id, "subscription_id": subscription_id, "event_id": last + 1 + i,
-             "event_type": "job.created", "status": "succeeded", "attempts": 1, "next_attempt_at": None, "created_at": AT,
+             "event_type": "job.created", "status": "failed" if failed_every and i % failed_every == 0 else "succeeded",
+             "attempts": 1, "next_attempt_at": None, "created_at": AT,
              "completed_at": AT} for i in range(count)])
 
 
@@ -67,4 +71,20 @@ def test_a_senders_heartbeat_reads_only_the_deliveries_it_holds(api, rt, server,
     [found] = [plan(rt, sql, parameters) for sql, parameters, _ in statements if sql.startswith("UPDATE deliveries")]
     assert (leased.startswith("msg_"), renewed) == (True, 1)
     assert "ix_deliveries_leased" in found, found
+    assert "SCAN deliveries" not in found and "Seq Scan on deliveries" not in found, found
+
+
+def test_the_failed_deliveries_of_a_long_log_are_read_through_their_own_index(api, rt, server):
+    key = runbook(api, "Watched")
+    sub = subscribe(api, server.url + "/hook", ["runbook.invoked"], runbooks=[key])
+    start(api, key)
+    finished_log(rt, sub["id"], FINISHED, failed_every=1_000)
+
+    with counting(rt.db.engine) as statements:
+        failed = api.get(f"/hooks/{sub['id']}/deliveries", query_string={"status": "failed"})
+
+    [found] = [plan(rt, sql, parameters) for sql, parameters, _ in statements if "FROM deliveries" in sql]
+    assert failed.status_code == 200, failed.get_json()
+    assert [d["id"] for d in failed.get_json()["items"]] == [f"msg_finished{i:012d}" for i in (4_000, 3_000, 2_000, 1_000, 0)]
+    assert "ix_deliveries_subscription_id_unsuccessful" in found, found
     assert "SCAN deliveries" not in found and "Seq Scan on deliveries" not in found, found

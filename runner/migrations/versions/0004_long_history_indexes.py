@@ -15,7 +15,9 @@ A runbook's jobs, a job's children and the jobs of one status are listed
 newest first from ``(workspace_id, runbook_id, id)``, ``(workspace_id,
 parent_job_uuid, id)`` and ``(workspace_id, status, id)``; the first two
 replace indexes without the workspace, which SQLite, keeping no statistics,
-passed over for the workspace's ``(workspace_id, id)``.
+passed over for the workspace's ``(workspace_id, id)``. A subscription's
+deliveries that ended without success are listed from a partial
+``(subscription_id, event_id)`` index that no success ever enters.
 
 On PostgreSQL the indexes are built and dropped concurrently, so runners keep
 working (and writing) while a large store is indexed.
@@ -45,6 +47,8 @@ _ADDED = (
     ("jobs", "ix_jobs_workspace_id_runbook_id_id", ["workspace_id", "runbook_id", "id"], None),
     ("jobs", "ix_jobs_workspace_id_parent_job_uuid_id", ["workspace_id", "parent_job_uuid", "id"], None),
     ("jobs", "ix_jobs_workspace_id_status_id", ["workspace_id", "status", "id"], None),
+    ("deliveries", "ix_deliveries_subscription_id_unsuccessful", ["subscription_id", "event_id"],
+     sa.text("status NOT IN ('pending', 'succeeded')")),
 )
 # (table, index, columns) of each index it replaces.
 _REPLACED = (
