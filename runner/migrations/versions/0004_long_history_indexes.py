@@ -39,7 +39,7 @@ depends_on = None
 
 _PENDING = sa.text("next_attempt_at IS NOT NULL")
 _LEASED = sa.text("lease_until IS NOT NULL")
-# (table, index, column, predicate) of each index this revision adds.
+# (table, index, columns, condition of a partial index) of each index this revision adds.
 _ADDED = (
     ("deliveries", "ix_deliveries_pending", ["next_attempt_at"], _PENDING),
     ("jobs", "ix_jobs_leased", ["lease_owner"], _LEASED),
