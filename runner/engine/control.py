@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import inspect, or_, select
+from sqlalchemy import inspect, or_, select, text
 from sqlalchemy.orm import Session
 
 from webhooks.outbound import OutboundPolicy
@@ -12,6 +12,7 @@ from webhooks.outbound import OutboundPolicy
 from ..auth import Action, Actor, require, role_satisfies
 from ..errors import Conflict, Forbidden, IllegalTransition
 from ..models import Event, Job, Runbook
+from ..models.job import LIVE, UNSUCCESSFUL
 from ..runtime import JOBS_DUE, Runtime
 from ..services import audit
 from ..services.pagination import MAX_ROW_NUMBER, cut_page, decode_cursor
@@ -125,15 +126,22 @@ def list_jobs(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any
 def _newest(session: Session, statement: Any, statuses: list[str], count: int) -> list[Job]:
     """The ``count`` newest jobs ``statement`` selects, of any of ``statuses`` (all when empty).
 
-    Several statuses are read one by one, each newest first along its
-    (workspace, status, id) index, and merged: in one query SQLite would
-    rather walk every job of the workspace in id order than sort the few that match.
+    Each status is read alone, newest first along the index that holds it,
+    and several are merged: in one query SQLite would rather walk every job
+    of the workspace in id order than sort the few that match.
     """
     newest = statement.order_by(Job.id.desc()).limit(count)
-    if len(statuses) < 2:
-        return list(session.scalars(newest.where(Job.status == statuses[0]) if statuses else newest))
-    found = [job for status in statuses for job in session.scalars(newest.where(Job.status == status))]
-    return sorted(found, key=lambda job: job.id, reverse=True)[:count]
+    if not statuses:
+        return list(session.scalars(newest))
+    found = [job for status in statuses for job in session.scalars(newest.where(Job.status == status, *_held_by_index(status)))]
+    return sorted(found, key=lambda job: job.id, reverse=True)[:count] if len(statuses) > 1 else found
+
+
+def _held_by_index(status: str) -> tuple[Any, ...]:
+    """The condition of the partial index that holds the jobs of ``status``, stated as the index states it."""
+    if status == JobStatus.SUCCEEDED.value:
+        return ()
+    return (text(UNSUCCESSFUL),) if JobStatus(status).terminal else (text(LIVE),)
 
 
 def _of_runbook(session: Session, workspace_id: int, ref: str) -> Any:

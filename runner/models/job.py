@@ -10,6 +10,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .base import Base, only_on
 
 
+# Jobs that have not ended, and jobs that ended without success: as index conditions and as queries state them (the
+# same text, so SQLite sees that a query's condition is its partial index's).
+LIVE = "ended_at IS NULL"
+UNSUCCESSFUL = "status IN ('failed', 'cancelled', 'stopped')"
+
+
 class Job(Base):
     """One execution of one pinned runbook version."""
 
@@ -17,11 +23,16 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "idempotency_key"),
         Index("ix_jobs_workspace_id_id", "workspace_id", "id"),
-        # A runbook's jobs, a job's children and the jobs of one status, each in order: pages of a long history read from
-        # these (led by the workspace, so that SQLite, which keeps no statistics, prefers them to the one above).
+        # A runbook's jobs and a job's children, each in order: pages of a long history read from these (led by the
+        # workspace, so that SQLite, which keeps no statistics, prefers them to the one above).
         Index("ix_jobs_workspace_id_runbook_id_id", "workspace_id", "runbook_id", "id"),
         Index("ix_jobs_workspace_id_parent_job_uuid_id", "workspace_id", "parent_job_uuid", "id"),
-        Index("ix_jobs_workspace_id_status_id", "workspace_id", "status", "id"),
+        # The jobs of a status, in order, without an entry moving at every step: the live ones (queued, running,
+        # waiting, paused) enter when created and leave when they end; the unsuccessful ones enter when they end; the
+        # successful ones, most of a history, are the workspace's jobs read in order.
+        Index("ix_jobs_live", "workspace_id", "id", postgresql_where=text(LIVE), sqlite_where=text(LIVE)),
+        Index("ix_jobs_workspace_id_unsuccessful", "workspace_id", "status", "id", postgresql_where=text(UNSUCCESSFUL),
+              sqlite_where=text(UNSUCCESSFUL)),
         # Work a worker may claim: every live job has a wake-up time, finished ones none.
         Index(
             "ix_jobs_next_run_at",

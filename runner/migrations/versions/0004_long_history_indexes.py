@@ -11,11 +11,13 @@ of the whole table every ten seconds, on SQLite while holding the single
 writer. ``ix_jobs_leased`` and ``ix_deliveries_leased`` index the owner of
 the rows that hold a lease (``lease_until`` set), a handful at any time.
 
-A runbook's jobs, a job's children and the jobs of one status are listed
-newest first from ``(workspace_id, runbook_id, id)``, ``(workspace_id,
-parent_job_uuid, id)`` and ``(workspace_id, status, id)``; the first two
-replace indexes without the workspace, which SQLite, keeping no statistics,
-passed over for the workspace's ``(workspace_id, id)``. A subscription's
+A runbook's jobs and a job's children are listed newest first from
+``(workspace_id, runbook_id, id)`` and ``(workspace_id, parent_job_uuid,
+id)``, which replace indexes without the workspace that SQLite, keeping no
+statistics, passed over for the workspace's ``(workspace_id, id)``. The live
+jobs (``ended_at`` null) and the unsuccessful ones (failed, cancelled,
+stopped) have partial indexes of their own, whose entries do not move as a
+job goes from step to step. A subscription's
 deliveries that ended without success are listed from a partial
 ``(subscription_id, event_id)`` index that no success ever enters.
 
@@ -46,7 +48,8 @@ _ADDED = (
     ("deliveries", "ix_deliveries_leased", ["lease_owner"], _LEASED),
     ("jobs", "ix_jobs_workspace_id_runbook_id_id", ["workspace_id", "runbook_id", "id"], None),
     ("jobs", "ix_jobs_workspace_id_parent_job_uuid_id", ["workspace_id", "parent_job_uuid", "id"], None),
-    ("jobs", "ix_jobs_workspace_id_status_id", ["workspace_id", "status", "id"], None),
+    ("jobs", "ix_jobs_live", ["workspace_id", "id"], sa.text("ended_at IS NULL")),
+    ("jobs", "ix_jobs_workspace_id_unsuccessful", ["workspace_id", "status", "id"], sa.text("status IN ('failed', 'cancelled', 'stopped')")),
     ("deliveries", "ix_deliveries_subscription_id_unsuccessful", ["subscription_id", "event_id"],
      sa.text("status NOT IN ('pending', 'succeeded')")),
 )
