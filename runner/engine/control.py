@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import inspect, or_, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect, or_, select, text, union_all
+from sqlalchemy.orm import Session, aliased
 
 from webhooks.outbound import OutboundPolicy
 
@@ -126,15 +126,18 @@ def list_jobs(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any
 def _newest(session: Session, statement: Any, statuses: list[str], count: int) -> list[Job]:
     """The ``count`` newest jobs ``statement`` selects, of any of ``statuses`` (all when empty).
 
-    Each status is read alone, newest first along the index that holds it,
-    and several are merged: in one query SQLite would rather walk every job
-    of the workspace in id order than sort the few that match.
+    Each status is read newest first along the index that holds it; several
+    are read in one statement, one part per status, merged. In one query
+    with all the statuses SQLite would rather walk every job of the workspace
+    in id order than sort the few that match; in several statements, a job
+    moving between two of the statuses meanwhile could come twice or not at all.
     """
     newest = statement.order_by(Job.id.desc()).limit(count)
-    if not statuses:
-        return list(session.scalars(newest))
-    found = [job for status in statuses for job in session.scalars(newest.where(Job.status == status, *_held_by_index(status)))]
-    return sorted(found, key=lambda job: job.id, reverse=True)[:count] if len(statuses) > 1 else found
+    parts = [newest.where(Job.status == status, *_held_by_index(status)) for status in statuses]
+    if len(parts) < 2:
+        return list(session.scalars(parts[0] if parts else newest))
+    merged = aliased(Job, union_all(*(select(part.subquery()) for part in parts)).subquery())
+    return list(session.scalars(select(merged).order_by(merged.id.desc()).limit(count)))
 
 
 def _held_by_index(status: str) -> tuple[Any, ...]:

@@ -22,7 +22,9 @@ deliveries that ended without success are listed from a partial
 ``(subscription_id, event_id)`` index that no success ever enters.
 
 On PostgreSQL the indexes are built and dropped concurrently, so runners keep
-working (and writing) while a large store is indexed.
+working (and writing) while a large store is indexed; an upgrade interrupted
+half way can be run again (an invalid index a build left is dropped and built
+anew, the others are kept).
 
 Revision ID: 0004
 Revises: 0003
@@ -63,17 +65,23 @@ _REPLACED = (
 
 def _create(table: str, name: str, columns: list[str], where: sa.TextClause | None, concurrently: bool) -> None:
     options = {"postgresql_where": where, "sqlite_where": where} if where is not None else {}
-    op.create_index(name, table, columns, unique=False, postgresql_concurrently=concurrently, **options)
+    if concurrently:
+        # A concurrent build that was interrupted leaves an invalid index behind: drop it, so that the upgrade can simply be run again.
+        invalid = op.get_bind().execute(sa.text("SELECT 1 FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+                                                "WHERE c.relname = :name AND NOT i.indisvalid"), {"name": name}).first()
+        if invalid is not None:
+            op.drop_index(name, table_name=table, postgresql_concurrently=True)
+    op.create_index(name, table, columns, unique=False, postgresql_concurrently=concurrently, if_not_exists=True, **options)
 
 
 def _apply(create: list[tuple[str, str, list[str], sa.TextClause | None]], drop: list[tuple[str, str]]) -> None:
-    """Create, then drop, indexes: on PostgreSQL concurrently, outside a transaction."""
+    """Create, then drop, indexes (those already there, or already gone, are left): on PostgreSQL concurrently, outside a transaction."""
     postgres = op.get_bind().dialect.name == "postgresql"
     with op.get_context().autocommit_block() if postgres else nullcontext():
-        for table, name, column, where in create:
-            _create(table, name, column, where, postgres)
+        for table, name, columns, where in create:
+            _create(table, name, columns, where, postgres)
         for table, name in drop:
-            op.drop_index(name, table_name=table, postgresql_concurrently=postgres)
+            op.drop_index(name, table_name=table, postgresql_concurrently=postgres, if_exists=True)
 
 
 def upgrade() -> None:
