@@ -12,7 +12,7 @@ from runner.auth import Action, Actor, require
 from runner.engine.events import EVENT_TYPES
 from runner.errors import Conflict, FieldError, InvalidInput, NotFound
 from runner.models import Delivery, DeliveryAttempt, Runbook, Subscription
-from runner.models.hooks import UNSUCCESSFUL
+from runner.models.hooks import UNSUCCESSFUL_DELIVERIES
 from runner.runtime import DELIVERIES_DUE, JOBS_DUE, Runtime
 from runner.services import audit
 from runner.services.pagination import cut_page, decode_cursor
@@ -211,7 +211,7 @@ def list_deliveries(rt: Runtime, actor: Actor, sub_id: str, query: dict[str, Any
             if query["status"] not in ("pending", "succeeded"):
                 # The condition of the index of unsuccessful deliveries, as it is written there: SQLite uses a partial index
                 # only for a query that states its condition.
-                statement = statement.where(text(UNSUCCESSFUL))
+                statement = statement.where(text(UNSUCCESSFUL_DELIVERIES))
             elif query["status"] == "pending":
                 # Pending deliveries are the ones with a next attempt: their own index, whatever the log's length.
                 statement = statement.where(Delivery.next_attempt_at.is_not(None))

@@ -12,7 +12,7 @@ from webhooks.outbound import OutboundPolicy
 from ..auth import Action, Actor, require, role_satisfies
 from ..errors import Conflict, Forbidden, IllegalTransition
 from ..models import Event, Job, Runbook
-from ..models.job import LIVE, UNSUCCESSFUL
+from ..models.job import LIVE_JOBS, UNSUCCESSFUL_JOBS
 from ..runtime import JOBS_DUE, Runtime
 from ..services import audit
 from ..services.pagination import MAX_ROW_NUMBER, cut_page, decode_cursor
@@ -144,7 +144,7 @@ def _held_by_index(status: str) -> tuple[Any, ...]:
     """The condition of the partial index that holds the jobs of ``status``, stated as the index states it."""
     if status == JobStatus.SUCCEEDED.value:
         return ()
-    return (text(UNSUCCESSFUL),) if JobStatus(status).terminal else (text(LIVE),)
+    return (text(UNSUCCESSFUL_JOBS),) if JobStatus(status).terminal else (text(LIVE_JOBS),)
 
 
 def _of_runbook(session: Session, workspace_id: int, ref: str) -> Any:

@@ -285,6 +285,7 @@ def abandon(rt: Runtime, job_uuid: str, worker_id: str) -> None:
     """
     root = select(Job.root_job_uuid).where(Job.uuid == job_uuid).scalar_subquery()
     with rt.db.write() as session:
+        # ``lease_until IS NOT NULL`` (true of every job a worker holds) lets the lookup use ix_jobs_leased.
         session.execute(update(Job).where(Job.lease_owner == worker_id, Job.lease_until.is_not(None), Job.root_job_uuid == root)
                         .values(lease_owner=None))
 

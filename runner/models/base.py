@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, MetaData
+from sqlalchemy import JSON, DateTime, Index, MetaData, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -43,6 +43,15 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+def partial_index(name: str, *columns: str, where: str) -> Index:
+    """An index of the rows that meet ``where`` only, on PostgreSQL and SQLite alike.
+
+    SQLite uses a partial index only for a query that states ``where`` as
+    written here, so queries that rely on one take the same text.
+    """
+    return Index(name, *columns, postgresql_where=text(where), sqlite_where=text(where))
 
 
 def only_on(dialect: str, index: Index) -> Index:

@@ -4,10 +4,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base
+from .base import Base, partial_index
 
 
 class Subscription(Base):
@@ -33,8 +33,8 @@ class Subscription(Base):
     deleted_at: Mapped[datetime | None]
 
 
-# Deliveries that ended without success, as an index condition and a query's (the same text, so SQLite sees they match).
-UNSUCCESSFUL = "status NOT IN ('pending', 'succeeded')"
+# Deliveries that ended without success: the condition of their partial index.
+UNSUCCESSFUL_DELIVERIES = "status NOT IN ('pending', 'succeeded')"
 
 
 class Delivery(Base):
@@ -46,19 +46,12 @@ class Delivery(Base):
         Index("ix_deliveries_event_id", "event_id"),
         # Deliveries still to be attempted, by when: a finished one (its next_attempt_at null) leaves the index, so
         # claiming reads only the pending ones however long the delivery log grows.
-        Index(
-            "ix_deliveries_pending",
-            "next_attempt_at",
-            postgresql_where=text("next_attempt_at IS NOT NULL"),
-            sqlite_where=text("next_attempt_at IS NOT NULL"),
-        ),
+        partial_index("ix_deliveries_pending", "next_attempt_at", where="next_attempt_at IS NOT NULL"),
         # A subscription's deliveries that ended without success (failed, gone, cancelled), newest first: what a person
         # looks for in a long delivery log. A success never enters it. ``list_deliveries`` repeats the condition as it is.
-        Index("ix_deliveries_subscription_id_unsuccessful", "subscription_id", "event_id",
-              postgresql_where=text(UNSUCCESSFUL), sqlite_where=text(UNSUCCESSFUL)),
+        partial_index("ix_deliveries_subscription_id_unsuccessful", "subscription_id", "event_id", where=UNSUCCESSFUL_DELIVERIES),
         # The deliveries a worker is sending, for its heartbeat: a lease is cleared with the attempt's outcome.
-        Index("ix_deliveries_leased", "lease_owner", postgresql_where=text("lease_until IS NOT NULL"),
-              sqlite_where=text("lease_until IS NOT NULL")),
+        partial_index("ix_deliveries_leased", "lease_owner", where="lease_until IS NOT NULL"),
         Index("ix_deliveries_job_id_event_type", "job_id", "event_type"),
     )
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, only_on
+from .base import Base, only_on, partial_index
 
 
-# Jobs that have not ended, and jobs that ended without success: as index conditions and as queries state them (the
-# same text, so SQLite sees that a query's condition is its partial index's).
-LIVE = "ended_at IS NULL"
-UNSUCCESSFUL = "status IN ('failed', 'cancelled', 'stopped')"
+# Jobs that have not ended, and jobs that ended without success: the conditions of their partial indexes.
+LIVE_JOBS = "ended_at IS NULL"
+UNSUCCESSFUL_JOBS = "status IN ('failed', 'cancelled', 'stopped')"
 
 
 class Job(Base):
@@ -30,18 +29,12 @@ class Job(Base):
         # The jobs of a status, in order, without an entry moving at every step: the live ones (queued, running,
         # waiting, paused) enter when created and leave when they end; the unsuccessful ones enter when they end; the
         # successful ones, most of a history, are the workspace's jobs read in order.
-        Index("ix_jobs_live", "workspace_id", "id", postgresql_where=text(LIVE), sqlite_where=text(LIVE)),
-        Index("ix_jobs_workspace_id_unsuccessful", "workspace_id", "status", "id", postgresql_where=text(UNSUCCESSFUL),
-              sqlite_where=text(UNSUCCESSFUL)),
+        partial_index("ix_jobs_live", "workspace_id", "id", where=LIVE_JOBS),
+        partial_index("ix_jobs_workspace_id_unsuccessful", "workspace_id", "status", "id", where=UNSUCCESSFUL_JOBS),
         # Work a worker may claim: every live job has a wake-up time, finished ones none.
-        Index(
-            "ix_jobs_next_run_at",
-            "next_run_at",
-            postgresql_where=text("next_run_at IS NOT NULL"),
-            sqlite_where=text("next_run_at IS NOT NULL"),
-        ),
+        partial_index("ix_jobs_next_run_at", "next_run_at", where="next_run_at IS NOT NULL"),
         # The jobs a worker holds, for its heartbeat: a lease is cleared when the job waits or ends, so this stays small.
-        Index("ix_jobs_leased", "lease_owner", postgresql_where=text("lease_until IS NOT NULL"), sqlite_where=text("lease_until IS NOT NULL")),
+        partial_index("ix_jobs_leased", "lease_owner", where="lease_until IS NOT NULL"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -246,7 +246,8 @@ def test_cli_get_job_prints_what_the_action_returns(live: LiveRunner, server: Co
 def test_cli_poll_prints_what_the_trigger_returns(live: LiveRunner, server: CountingServer) -> None:
     key = _http_runbook(live, server, "cli-polled")
     for service in ("a", "b"):
-        connector.run("runbook_action.execute", live.fields(), {"runbook_action": key, "parameters": {"service": service}})
+        # Waited for: a job still writing events between the two polls below would move the second one's cursor further.
+        connector.run("runbook_action.execute", live.fields(), {"runbook_action": key, "parameters": {"service": service}, "wait": True})
     printed = _printed(_cli(live, "poll", "runbook_action", "--runbook", key))
     assert printed == _as_printed(connector.run("runbook_action.poll", live.fields(), {"runbook": key}))
     assert [item["parameters"] for item in printed["items"]] == [{"service": "a"}, {"service": "b"}]

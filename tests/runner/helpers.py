@@ -74,6 +74,11 @@ def counting(engine: Engine) -> Iterator[list[tuple[str, Any, bool]]]:
         event.remove(engine, "before_cursor_execute", count)
 
 
+def scans(found: str, table: str) -> bool:
+    """Whether a plan (``plan``) reads the whole of ``table``: SQLite's SCAN, PostgreSQL's Seq Scan."""
+    return f"SCAN {table}" in found.replace("SCAN CONSTANT", "") or f"Seq Scan on {table}" in found
+
+
 def plan(rt: Runtime, statement: str, parameters: Any) -> str:
     """The store's plan for a statement run through its driver (EXPLAIN QUERY PLAN or EXPLAIN), one line per step; changes nothing."""
     explain = "EXPLAIN QUERY PLAN " if rt.db.is_sqlite else "EXPLAIN "

@@ -11,7 +11,7 @@ from runner.engine.driver import claim, claim_and_move
 from runner.engine.worker import renew_leases
 from runner.models import Job
 from runner.runtime import Runtime
-from tests.runner.helpers import counting, plan, settings_on_each_store
+from tests.runner.helpers import counting, plan, scans, settings_on_each_store
 
 # Each test runs on SQLite and on PostgreSQL.
 settings = settings_on_each_store
@@ -38,11 +38,6 @@ def publish(api, name: str, steps: list[dict[str, Any]] | None = None) -> None:
     body = {"name": name, "title": name.title(), "callable": True, "steps": [{"title": "Check"}] if steps is None else steps}
     assert api.post("/runbooks", json=body).status_code == 201
     assert api.post(f"/runbooks/{name}/publish").status_code == 200
-
-
-def scans(found: str, table: str) -> bool:
-    """Whether a plan reads the whole of ``table`` (SQLite: SCAN, PostgreSQL: Seq Scan)."""
-    return f"SCAN {table}" in found.replace("SCAN CONSTANT", "") or f"Seq Scan on {table}" in found
 
 
 def test_claiming_reads_due_jobs_through_their_index_not_every_job(api, rt):
