@@ -80,8 +80,13 @@ def fan_out(session: Session) -> None:
     wanted: list[tuple[dict[str, Any], list[Any]]] = []
     for workspace_id, batch in by_workspace.items():
         subscriptions = _live_subscriptions(session, connection, workspace_id, batch[-1]["created_at"])
+        # A burst's thousands of events come in a few (type, runbook) pairs: each pair is matched once.
+        by_kind: dict[tuple[str, str | None], list[Any]] = {}
         for row in batch:
-            matching = [s for s in subscriptions if matches(s, row["type"], row["runbook_key"])]
+            kind = (row["type"], row["runbook_key"])
+            matching = by_kind.get(kind)
+            if matching is None:
+                matching = by_kind[kind] = [s for s in subscriptions if matches(s, *kind)]
             if matching:
                 wanted.append((row, matching))
     if not wanted:

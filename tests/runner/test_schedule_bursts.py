@@ -1,6 +1,7 @@
 """Many cron ticks at once: fired in batches, they leave exactly what firing them one by one leaves."""
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 
@@ -444,24 +445,46 @@ def test_ticks_that_fit_one_batch_do_not_hold_the_job_workers(api, key, rt, cloc
     assert [len(batch) for batch in claimed] == [2]
 
 
-def test_a_burst_is_fired_with_sqlite_checkpoints_deferred_and_a_single_batch_is_not(api, key, rt, clock, monkeypatch):
+def test_a_burst_is_fired_with_sqlite_checkpoints_deferred_and_the_cycle_collector_paused_and_a_single_batch_is_not(
+        api, key, rt, clock, monkeypatch):
     monkeypatch.setattr("runner.scheduling.scheduler.DEFAULT_FIRE_BATCH", 2)
     for _ in range(3):
         create_schedule(api, key, cron="0 13 * * *")
     create_schedule(api, key, cron="0 14 * * *")
     runner = _runner(rt)
     deferred: list[bool] = []
+    collecting: list[bool] = []
     fire_many = firing.fire_many
 
     def noting(runtime: Runtime, ticks: list[firing.Tick], drafts: firing.Drafts | None = None) -> list[str]:
         deferred.append(runtime.db.checkpoints_deferred)
+        collecting.append(gc.isenabled())
         return fire_many(runtime, ticks, drafts)
 
     monkeypatch.setattr("runner.scheduling.scheduler.fire_many", noting)
 
-    runner.tick(TICK)
-    runner.tick(at(2026, 3, 2, 14, 0))
+    assert len(runner.tick(TICK)) == 3
+    assert gc.isenabled()
+    assert len(runner.tick(at(2026, 3, 2, 14, 0))) == 1
 
     # PostgreSQL has no write-ahead log of ours to defer.
     assert deferred == ([True, True, False] if rt.db.is_sqlite else [False, False, False])
     assert not rt.db.checkpoints_deferred
+    assert collecting == [False, False, True]
+    assert gc.isenabled()
+
+
+def test_the_cycle_collector_runs_again_after_a_burst_that_failed(api, key, rt, clock, monkeypatch):
+    monkeypatch.setattr("runner.scheduling.scheduler.DEFAULT_FIRE_BATCH", 2)
+    for _ in range(3):
+        create_schedule(api, key, cron="0 13 * * *")
+    runner = _runner(rt)
+
+    def failing(runtime: Runtime, ticks: list[firing.Tick], drafts: firing.Drafts | None = None) -> list[str]:
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr("runner.scheduling.scheduler.fire_many", failing)
+
+    with pytest.raises(RuntimeError):
+        runner.tick(TICK)
+    assert gc.isenabled()
