@@ -1,9 +1,8 @@
 """Where the runner may send requests: no private, loopback or link-local targets unless allow-listed (SSRF).
 
-Also what outbound calls share: the http steps' connection pool
-(``thread_pool``) and how a request that got no answer is worded
-(``describe_send_error``), for http steps and webhook deliveries
-(``webhooks.sender``) alike.
+Also what outbound calls share: how a request that got no answer is worded
+(``describe_send_error``), for http steps and webhook deliveries (both sent
+through ``webhooks.sender``) alike.
 """
 from __future__ import annotations
 
@@ -11,40 +10,24 @@ import http.client
 import ipaddress
 import socket
 import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
-import certifi
-import urllib3
-
-__all__ = ["OutboundPolicy", "OutboundRefused", "thread_pool", "SEND_ERRORS", "describe_send_error", "port_and_target"]
-
-_local = threading.local()
+__all__ = ["OutboundPolicy", "OutboundRefused", "SEND_ERRORS", "describe_send_error", "port_and_target"]
 
 
-# What sending through ``thread_pool`` or ``webhooks.sender.post`` may raise instead of answering (bad URLs surface as ValueError).
-SEND_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError)
+# What sending through ``webhooks.sender`` may raise instead of answering (bad URLs surface as ValueError).
+SEND_ERRORS = (http.client.HTTPException, OSError, ValueError)
 
 
 def describe_send_error(exc: BaseException, timeout: float) -> str:
     """Say why a request got no answer, as step outputs and delivery attempts record it."""
-    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # a subclass of the timeout errors, but a refusal
-        return f"ConnectionError: {exc}"
-    if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
+    if isinstance(exc, TimeoutError):
         return f"timed out after {timeout:g}s"
     if isinstance(exc, ssl.SSLError):  # e.g. a certificate that does not verify
         return f"SSLError: {exc}"
     return f"{exc.__class__.__name__}: {exc}"
-
-
-def thread_pool() -> urllib3.PoolManager:
-    """Return this thread's connection pool for http steps: no proxies, no retries, certifi's CAs."""
-    pool = getattr(_local, "pool", None)
-    if pool is None:
-        pool = _local.pool = urllib3.PoolManager(num_pools=32, maxsize=1, retries=False, ca_certs=certifi.where(), cert_reqs="CERT_REQUIRED")
-    return pool
 
 
 def port_and_target(parts: SplitResult) -> tuple[int, str]:

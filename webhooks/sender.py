@@ -1,13 +1,14 @@
-"""POST over kept-alive connections: one per (scheme, host, port) per thread, through the standard library's http.client.
+"""Requests over kept-alive connections: one per (scheme, host, port) per thread, through the standard library's http.client.
 
+Webhook deliveries (``post``) and http steps (``exchange``) go out this way.
 No proxies, no redirects (a 3xx is an answer like any other) and no retries
-but one: a kept connection the receiver closed while it sat idle can fail as
-it is used. So a request on a kept connection that fails with a broken pipe,
-a reset or a close before any answer is sent once more, on a new connection,
-whenever in the exchange that failure came; a receiver may therefore get it
-twice (it deduplicates on ``webhook-id``), and an attempt can take up to
-twice its timeout. Certificates are checked against certifi's CAs, hostname
-included.
+but one, for deliveries only: a kept connection the receiver closed while it
+sat idle can fail as it is used. So a delivery on a kept connection that
+fails with a broken pipe, a reset or a close before any answer is sent once
+more, on a new connection, whenever in the exchange that failure came; a
+receiver may therefore get it twice (it deduplicates on ``webhook-id``), and
+an attempt can take up to twice its timeout. An http step's request is never
+sent twice. Certificates are checked against certifi's CAs, hostname included.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import select
 import socket
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
@@ -26,7 +28,7 @@ import certifi
 from .classify import header_value
 from .outbound import port_and_target
 
-__all__ = ["Answer", "post"]
+__all__ = ["Answer", "exchange", "merged_headers", "post"]
 
 # Kept-alive connections one thread holds at most (beyond, the least recently used is closed): bounds its open sockets.
 DEFAULT_KEPT_CONNECTIONS = 32
@@ -59,26 +61,40 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float, addr
     check approved, so that the host name is not resolved a second time, to
     somewhere else), else to wherever the host name resolves.
     """
+    with exchange("POST", url, body, headers, timeout=timeout, addresses=addresses, resend_stale=True) as response:
+        return Answer(response.status, merged_headers(response), response.read())
+
+
+@contextmanager
+def exchange(method: str, url: str, body: bytes | None, headers: dict[str, str], *, timeout: float, addresses: Sequence[str] = (),
+             resend_stale: bool = False) -> Iterator[http.client.HTTPResponse]:
+    """Send a request on this thread's kept connection to ``url``'s host and yield the answer, its body left to read.
+
+    As ``post``, but the request is sent again on a new connection after a
+    stale kept one failed only with ``resend_stale``. The connection is kept
+    for the next request when the body was read to its end and the receiver
+    did not close it; otherwise it is closed.
+    """
     key, target = _split(url)
     conn, kept = _take(key, timeout, addresses)
     try:
         try:
-            response = _send(conn, target, body, headers)
+            response = _send(conn, method, target, body, headers)
         except _STALE:
-            if not kept:
+            if not (kept and resend_stale):
                 raise
             conn.close()
             conn = _connect(key, timeout, addresses)
-            response = _send(conn, target, body, headers)
-        answer = Answer(response.status, _merged(response.getheaders()), response.read())
+            response = _send(conn, method, target, body, headers)
+        yield response
     except BaseException:
         conn.close()
         raise
-    if response.will_close:  # Connection: close, or an answer that ends with the connection
+    # Closed once read to its end; an unread rest would be taken for the next answer on this connection.
+    if response.will_close or not response.isclosed():
         conn.close()
     else:
         _keep(key, conn)
-    return answer
 
 
 @functools.lru_cache(maxsize=1024)
@@ -91,8 +107,9 @@ def _split(url: str) -> tuple[_Key, str]:
     return (parts.scheme, parts.hostname, port), quote(target, safe=_TARGET_SAFE)
 
 
-def _send(conn: http.client.HTTPConnection, target: str, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
-    conn.request("POST", target, body=body, headers=headers)
+def _send(conn: http.client.HTTPConnection, method: str, target: str, body: bytes | None,
+          headers: dict[str, str]) -> http.client.HTTPResponse:
+    conn.request(method, target, body=body, headers=headers)
     return conn.getresponse()
 
 
@@ -175,11 +192,11 @@ def _tls() -> ssl.SSLContext:
     return context
 
 
-def _merged(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    """Headers by name as the receiver first spelled it; the values of a repeated header joined with ", "."""
+def merged_headers(response: http.client.HTTPResponse) -> dict[str, str]:
+    """An answer's headers by name as the receiver first spelled it; the values of a repeated header joined with ", "."""
     headers: dict[str, str] = {}
     spelled: dict[str, str] = {}
-    for name, value in pairs:
+    for name, value in response.getheaders():
         name = spelled.setdefault(name.lower(), name)
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     return headers

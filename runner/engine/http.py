@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
-import urllib3
-from urllib3 import HTTPHeaderDict
-
-from webhooks.outbound import SEND_ERRORS, OutboundPolicy, OutboundRefused, describe_send_error, port_and_target, thread_pool
+from webhooks.outbound import SEND_ERRORS, OutboundPolicy, OutboundRefused, describe_send_error
+from webhooks.sender import exchange, merged_headers
 
 from ..services.params import render, render_value
 
@@ -71,71 +70,77 @@ def build_call(action: dict[str, Any], params: dict[str, Any], *, default_timeou
     )
 
 
-def _send(call: HttpCall, parts: SplitResult, addresses: list[str], data: bytes | None,
-          headers: HTTPHeaderDict) -> urllib3.BaseHTTPResponse:
-    """Send the call to the first of ``addresses`` (those the outbound check approved) that takes the connection.
+# Compressed bytes read at most for a long answer's excerpt: if they inflate to less than the excerpt, that is what it keeps.
+MAX_COMPRESSED_READ = 64 * 1024
 
-    The URL's host name is not looked up again, so an answer changed in
-    between cannot point the call elsewhere; it stays in the Host header, in
-    TLS's server name and in the certificate check.
+
+def _excerpt(response: Any, method: str) -> bytes:
+    """The answer's body, decoded (gzip or deflate, which the call offers), up to ``EXCERPT_BYTES``.
+
+    A short body (its Content-Length at most ``EXCERPT_BYTES``) is read
+    whole, so its connection can be kept; of a longer one only what the
+    excerpt needs is read, and its connection is closed.
     """
-    port, target = port_and_target(parts)
-    hostname = parts.hostname or ""
-    pool_kwargs = {"server_hostname": hostname, "assert_hostname": hostname} if parts.scheme == "https" else {}
-    refused: urllib3.exceptions.NewConnectionError | None = None
-    for address in addresses:  # never empty: the check resolved the host to them
-        # An IPv6 address goes in brackets, the only form in which urllib3 keeps a link-local address's zone ("%eth0").
-        host = f"[{address}]" if ":" in address else address
-        pool = thread_pool().connection_from_host(host, port=port, scheme=parts.scheme, pool_kwargs=pool_kwargs)
+    if method == "HEAD":
+        return b""
+    encoding = (response.getheader("Content-Encoding") or "").strip().lower()
+    length = response.length  # None when not given (chunked, or until the connection closes)
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return response.read() if length is not None and length <= EXCERPT_BYTES else response.read(EXCERPT_BYTES)
+    # gzip, or deflate as zlib's format or (as some servers send it) bare.
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if encoding != "deflate" else zlib.MAX_WBITS)
+    out, read, bare_tried = b"", 0, encoding != "deflate"
+    whole = length is not None and length <= EXCERPT_BYTES
+    while len(out) < EXCERPT_BYTES and read < MAX_COMPRESSED_READ:
+        chunk = response.read() if whole else response.read(4096)
+        if not chunk:
+            break
+        read += len(chunk)
         try:
-            # urllib3 directly: through requests a call costs about twice the CPU.
-            return pool.urlopen(call.method, target, body=data, headers=headers, redirect=False, retries=False, assert_same_host=False,
-                                timeout=urllib3.Timeout(connect=call.timeout, read=call.timeout), preload_content=False)
-        except urllib3.exceptions.NewConnectionError as exc:
-            refused = exc
-    raise refused  # type: ignore[misc]
+            out += inflater.decompress(chunk, EXCERPT_BYTES - len(out))
+        except zlib.error:
+            if bare_tried or read != len(chunk):
+                raise
+            bare_tried, inflater = True, zlib.decompressobj(-zlib.MAX_WBITS)
+            out += inflater.decompress(chunk, EXCERPT_BYTES - len(out))
+    return out[:EXCERPT_BYTES]
 
 
 def perform(call: HttpCall, policy: OutboundPolicy) -> HttpResult:
-    """Send the request; never raises: refusals, timeouts and errors are part of the result."""
+    """Send the request; never raises: refusals, timeouts and errors are part of the result.
+
+    The request goes to the first of the addresses the outbound check
+    approved that takes the connection: the URL's host name is not looked up
+    again, so an answer changed in between cannot point the call elsewhere;
+    it stays in the Host header, in TLS's server name and in the certificate
+    check. Through http.client on a kept-alive connection, at about a third
+    of urllib3's CPU per call.
+    """
     try:
         addresses = policy.check(call.url)
     except OutboundRefused as exc:
         return HttpResult(refused=str(exc), error=str(exc))
-    parts = urlsplit(call.url)
-    headers = HTTPHeaderDict(DEFAULT_HEADERS)
-    headers["Host"] = parts.netloc.rpartition("@")[2]
+    # Case-insensitive: a step's own header replaces the default of the same name, spelled as the step spells it.
+    headers = {name.lower(): (name, value) for name, value in DEFAULT_HEADERS.items()}
+    headers["host"] = ("Host", urlsplit(call.url).netloc.rpartition("@")[2])
     for name, value in call.headers.items():
-        headers[name] = value
+        headers[name.lower()] = (name, value)
     data = None
     if call.body is not None:
         if isinstance(call.body, (dict, list)) or not isinstance(call.body, str):
             data = json.dumps(call.body).encode()
-            headers.setdefault("Content-Type", "application/json")
+            headers.setdefault("content-type", ("Content-Type", "application/json"))
         else:
             data = call.body.encode()
     started = time.perf_counter()
     try:
-        response = _send(call, parts, addresses, data, headers)
+        with exchange(call.method, call.url, data, dict(headers.values()), timeout=call.timeout, addresses=addresses) as response:
+            status, answer_headers = response.status, merged_headers(response)
+            try:
+                raw = _excerpt(response, call.method)
+            except SEND_ERRORS + (zlib.error,) as exc:  # a broken body still leaves the status we got
+                raw = f"<body unreadable: {exc.__class__.__name__}>".encode()
     except SEND_ERRORS as exc:
         return HttpResult(error=describe_send_error(exc, call.timeout), latency_ms=(time.perf_counter() - started) * 1000)
-    try:
-        length = int(response.headers.get("Content-Length", "-1"))
-    except ValueError:
-        length = -1
-    whole = call.method == "HEAD" or 0 <= length <= EXCERPT_BYTES
-    try:
-        # Read whole when short, so the connection goes back to the pool; else only the excerpt.
-        raw = b"" if call.method == "HEAD" else response.read(None if whole else EXCERPT_BYTES, decode_content=True)
-    except Exception as exc:  # noqa: BLE001 - a broken body still leaves the status we got
-        raw, whole = f"<body unreadable: {exc.__class__.__name__}>".encode(), False
-    finally:
-        if not whole:
-            response.close()  # an unread rest would be taken for the next response on this connection
-        response.release_conn()
-    return HttpResult(
-        status=response.status,
-        headers=dict(response.headers),
-        excerpt=raw.decode("utf-8", "replace"),
-        latency_ms=(time.perf_counter() - started) * 1000,
-    )
+    return HttpResult(status=status, headers=answer_headers, excerpt=raw.decode("utf-8", "replace"),
+                      latency_ms=(time.perf_counter() - started) * 1000)

@@ -1,10 +1,12 @@
 """The http step's request on the wire: headers, long answers, redirects and failures, against a real local server."""
 from __future__ import annotations
 
+import gzip
 import shutil
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -18,14 +20,31 @@ from webhooks.outbound import OutboundPolicy
 
 POLICY = OutboundPolicy.from_setting("127.0.0.1")
 LONG = b"x" * (EXCERPT_BYTES * 50)
+TEXT = b'{"ok": true, "detail": "compressed"}'
+# Bodies as servers send them, by Content-Encoding: gzip, deflate in zlib's format, and deflate bare (as some servers do).
+ENCODED = {"gzip": lambda body: gzip.compress(body), "deflate": lambda body: zlib.compress(body),
+           "bare-deflate": lambda body: zlib.compress(body, wbits=-zlib.MAX_WBITS)}
 
 
 class _Handler(QuietHandler):
     seen: list[dict[str, Any]]
 
     def do_GET(self) -> None:  # noqa: N802
-        self.seen.append({"path": self.path, "headers": self.headers.items()})
-        if self.path == "/long":
+        self.seen.append({"path": self.path, "headers": self.headers.items(), "port": self.client_address[1]})
+        if self.path.startswith("/encoded/"):
+            encoding, size = self.path.split("/")[2:4]
+            body = TEXT if size == "short" else LONG
+            self.send(200, ENCODED[encoding](body), **{"Content-Encoding": encoding.removeprefix("bare-")})
+        elif self.path == "/corrupt-gzip":
+            self.send(200, b"not gzip at all", **{"Content-Encoding": "gzip"})
+        elif self.path == "/chunked-short":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(TEXT), TEXT))
+        elif self.path == "/drop":
+            self.close_connection = True  # read the request, answer nothing
+        elif self.path == "/long":
             self.send(200, LONG)
         elif self.path == "/chunked":
             self.send_response(200)
@@ -41,6 +60,8 @@ class _Handler(QuietHandler):
             self.send(200, b"late")
         else:
             self.send(200, b'{"ok": true}')
+
+    do_POST = do_GET  # noqa: N815
 
 
 @pytest.fixture
@@ -76,6 +97,37 @@ def test_a_long_answer_keeps_an_excerpt_and_the_next_call_reads_its_own_answer(s
     assert (result.status, len(result.excerpt)) == (200, EXCERPT_BYTES)
     following = perform(call(url + "/short"), POLICY)
     assert (following.status, following.excerpt) == (200, '{"ok": true}')
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODED))
+def test_a_compressed_answer_is_decoded_short_or_long(site, encoding):
+    url, _ = site
+    short = perform(call(f"{url}/encoded/{encoding}/short"), POLICY)
+    assert (short.status, short.excerpt) == (200, TEXT.decode())
+    long = perform(call(f"{url}/encoded/{encoding}/long"), POLICY)
+    assert (long.status, long.excerpt) == (200, "x" * EXCERPT_BYTES)
+
+
+def test_a_corrupt_compressed_body_is_reported_with_its_status(site):
+    url, _ = site
+    bad = perform(call(url + "/corrupt-gzip"), POLICY)
+    assert (bad.status, bad.excerpt, bad.error) == (200, "<body unreadable: error>", None)
+
+
+def test_a_short_answer_read_whole_leaves_its_connection_for_the_next_call_and_a_cut_one_does_not(site):
+    url, seen = site
+    for path in ("/short", "/chunked-short", "/short", "/long", "/short"):
+        assert perform(call(url + path), POLICY).status == 200
+    ports = [request["port"] for request in seen]
+    assert ports[0] == ports[1] == ports[2] == ports[3] != ports[4]
+
+
+def test_a_steps_request_is_never_sent_twice_even_on_a_kept_connection_that_fails(site):
+    url, seen = site
+    assert perform(call(url + "/short"), POLICY).status == 200
+    dropped = perform(call(url + "/drop", method="POST"), POLICY)
+    assert dropped.status is None and dropped.error.startswith("RemoteDisconnected:")
+    assert [request["path"] for request in seen] == ["/short", "/drop"]
 
 
 def test_a_redirect_is_reported_not_followed(site):
@@ -141,7 +193,7 @@ def _link_local_address() -> str | None:
 
 @pytest.mark.parametrize("kind", ["loopback", "link-local"])
 def test_an_approved_ipv6_address_is_reached_zone_included(kind):
-    """IPv6 goes to urllib3 in brackets: loopback shows the form works at all, link-local that the zone (%eth0) survives."""
+    """An approved IPv6 address is connected to as it is: loopback shows the form works at all, link-local that the zone (%eth0) survives."""
     address = "::1" if kind == "loopback" else _link_local_address()
     if address is None:
         pytest.skip("this machine has no link-local IPv6 address")
