@@ -82,7 +82,7 @@ def _excerpt(response: Any, method: str) -> bytes:
     excerpt needs is read, and its connection is closed.
     """
     if method == "HEAD":
-        return b""
+        return response.read()  # nothing, and the answer is done with: its connection is kept
     encoding = (response.getheader("Content-Encoding") or "").strip().lower()
     length = response.length  # None when not given (chunked, or until the connection closes)
     if encoding not in ("gzip", "x-gzip", "deflate"):

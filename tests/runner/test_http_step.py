@@ -63,6 +63,12 @@ class _Handler(QuietHandler):
 
     do_POST = do_GET  # noqa: N815
 
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.seen.append({"path": self.path, "headers": self.headers.items(), "port": self.client_address[1]})
+        self.send_response(200)
+        self.send_header("Content-Length", "12")
+        self.end_headers()
+
 
 @pytest.fixture
 def site() -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -116,10 +122,11 @@ def test_a_corrupt_compressed_body_is_reported_with_its_status(site):
 
 def test_a_short_answer_read_whole_leaves_its_connection_for_the_next_call_and_a_cut_one_does_not(site):
     url, seen = site
-    for path in ("/short", "/chunked-short", "/short", "/long", "/short"):
-        assert perform(call(url + path), POLICY).status == 200
+    for path, method in [("/short", "GET"), ("/chunked-short", "GET"), ("/short", "HEAD"), ("/short", "GET"), ("/long", "GET"),
+                         ("/short", "GET")]:
+        assert perform(call(url + path, method=method), POLICY).status == 200
     ports = [request["port"] for request in seen]
-    assert ports[0] == ports[1] == ports[2] == ports[3] != ports[4]
+    assert ports[0] == ports[1] == ports[2] == ports[3] == ports[4] != ports[5]
 
 
 def test_a_steps_request_is_never_sent_twice_even_on_a_kept_connection_that_fails(site):
