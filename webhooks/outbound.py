@@ -85,7 +85,7 @@ class OutboundPolicy:
             raise OutboundRefused(f"URL {url!r} has an invalid port") from None
         try:
             addresses = self.resolver(host, port)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode, such as one with an empty label
             raise OutboundRefused(f"cannot resolve host {host!r}: {exc}") from exc
         if host in self.hosts:
             return addresses

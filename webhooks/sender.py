@@ -102,7 +102,7 @@ def _split(url: str) -> tuple[_Key, str]:
     """Return (scheme, host, port) and the request target (path and query) of ``url``."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"only absolute http and https URLs can be posted to, got {url!r}")
+        raise ValueError(f"only absolute http and https URLs can be sent to, got {url!r}")
     port, target = port_and_target(parts)
     return (parts.scheme, parts.hostname, port), quote(target, safe=_TARGET_SAFE)
 
@@ -136,7 +136,7 @@ def _take(key: _Key, timeout: float, addresses: Sequence[str]) -> tuple[http.cli
 
 
 def _keep(key: _Key, conn: http.client.HTTPConnection) -> None:
-    """Put ``conn`` back for the next POST to ``key``, closing the least recently used beyond the limit."""
+    """Put ``conn`` back for the next request to ``key``, closing the least recently used beyond the limit."""
     connections = _connections()
     connections[key] = conn
     if len(connections) > DEFAULT_KEPT_CONNECTIONS:
@@ -193,7 +193,7 @@ def _tls() -> ssl.SSLContext:
 
 
 def merged_headers(response: http.client.HTTPResponse) -> dict[str, str]:
-    """An answer's headers by name as the receiver first spelled it; the values of a repeated header joined with ", "."""
+    """Return an answer's headers by name as the receiver first spelled it, the values of a repeated header joined with ", "."""
     headers: dict[str, str] = {}
     spelled: dict[str, str] = {}
     for name, value in response.getheaders():

@@ -1,6 +1,7 @@
 """The http step's request: built from the step and the job's parameters, sent outside any transaction."""
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import zlib
@@ -17,6 +18,8 @@ __all__ = ["HttpCall", "HttpResult", "build_call", "perform", "EXCERPT_BYTES"]
 
 # Bytes of a response body kept in the step's output.
 EXCERPT_BYTES = 2048
+# Compressed bytes read at most for a long answer's excerpt: if they inflate to less than the excerpt, that is what it keeps.
+MAX_COMPRESSED_READ = 64 * 1024
 # Sent unless the step sets them (in any case): what common HTTP clients send, so endpoints answer as they would to them.
 DEFAULT_HEADERS = {"User-Agent": "runbook-manager/1", "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
 
@@ -70,39 +73,54 @@ def build_call(action: dict[str, Any], params: dict[str, Any], *, default_timeou
     )
 
 
-# Compressed bytes read at most for a long answer's excerpt: if they inflate to less than the excerpt, that is what it keeps.
-MAX_COMPRESSED_READ = 64 * 1024
+class _Unreadable(Exception):
+    """The answer's body could not be read or decoded (its status and headers were)."""
 
 
-def _excerpt(response: Any, method: str) -> bytes:
-    """The answer's body, decoded (gzip or deflate, which the call offers), up to ``EXCERPT_BYTES``.
+def _excerpt(response: http.client.HTTPResponse, method: str) -> bytes:
+    """Return the answer's body, decoded (gzip or deflate, which the call offers), up to ``EXCERPT_BYTES``.
 
     A short body (its Content-Length at most ``EXCERPT_BYTES``) is read
     whole, so its connection can be kept; of a longer one only what the
-    excerpt needs is read, and its connection is closed.
+    excerpt needs is read, and its connection is closed. Raises ``_Unreadable``.
     """
-    if method == "HEAD":
-        return response.read()  # nothing, and the answer is done with: its connection is kept
-    encoding = (response.getheader("Content-Encoding") or "").strip().lower()
-    length = response.length  # None when not given (chunked, or until the connection closes)
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        return response.read() if length is not None and length <= EXCERPT_BYTES else response.read(EXCERPT_BYTES)
-    # gzip, or deflate as zlib's format or (as some servers send it) bare.
-    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if encoding != "deflate" else zlib.MAX_WBITS)
-    out, read, bare_tried = b"", 0, encoding != "deflate"
-    whole = length is not None and length <= EXCERPT_BYTES
+    try:
+        if method == "HEAD":
+            return response.read()  # nothing, and the answer is done with: its connection is kept
+        encoding = (response.getheader("Content-Encoding") or "").strip().lower()
+        whole = response.length is not None and response.length <= EXCERPT_BYTES  # length: None when chunked or until close
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            return response.read() if whole else response.read(EXCERPT_BYTES)
+        return _inflated(response, whole, encoding)
+    except (http.client.HTTPException, OSError, ValueError, zlib.error) as exc:
+        name = "zlib.error" if isinstance(exc, zlib.error) else exc.__class__.__name__
+        raise _Unreadable(f"<body unreadable: {name}: {exc}>") from exc
+
+
+def _inflated(response: http.client.HTTPResponse, whole: bool, encoding: str) -> bytes:
+    """Inflate a gzip body (member after member) or a deflate one (zlib's format or, as some servers send it, bare), up to the excerpt."""
+    wbits = zlib.MAX_WBITS | 16 if encoding != "deflate" else zlib.MAX_WBITS
+    inflater, bare = zlib.decompressobj(wbits), False
+    out, read, members = b"", 0, 0
     while len(out) < EXCERPT_BYTES and read < MAX_COMPRESSED_READ:
         chunk = response.read() if whole else response.read(4096)
         if not chunk:
             break
         read += len(chunk)
-        try:
-            out += inflater.decompress(chunk, EXCERPT_BYTES - len(out))
-        except zlib.error:
-            if bare_tried or read != len(chunk):
-                raise
-            bare_tried, inflater = True, zlib.decompressobj(-zlib.MAX_WBITS)
-            out += inflater.decompress(chunk, EXCERPT_BYTES - len(out))
+        while chunk and len(out) < EXCERPT_BYTES:
+            try:
+                out += inflater.decompress(chunk, EXCERPT_BYTES - len(out))
+            except zlib.error:
+                if members:  # what follows a whole member is not another one: keep what was decoded
+                    return out[:EXCERPT_BYTES]
+                if out or bare or encoding != "deflate":
+                    raise
+                inflater, bare = zlib.decompressobj(-zlib.MAX_WBITS), True
+                continue
+            if not inflater.eof:
+                break  # all of the chunk taken (or the excerpt full): read on
+            members += 1
+            chunk, inflater = inflater.unused_data, zlib.decompressobj(wbits)
     return out[:EXCERPT_BYTES]
 
 
@@ -133,13 +151,13 @@ def perform(call: HttpCall, policy: OutboundPolicy) -> HttpResult:
         else:
             data = call.body.encode()
     started = time.perf_counter()
+    status, answer_headers = None, {}
     try:
         with exchange(call.method, call.url, data, dict(headers.values()), timeout=call.timeout, addresses=addresses) as response:
             status, answer_headers = response.status, merged_headers(response)
-            try:
-                raw = _excerpt(response, call.method)
-            except SEND_ERRORS + (zlib.error,) as exc:  # a broken body still leaves the status we got
-                raw = f"<body unreadable: {exc.__class__.__name__}>".encode()
+            raw = _excerpt(response, call.method)
+    except _Unreadable as exc:  # a broken body still leaves the status we got; its connection was closed on the way out
+        raw = str(exc).encode()
     except SEND_ERRORS as exc:
         return HttpResult(error=describe_send_error(exc, call.timeout), latency_ms=(time.perf_counter() - started) * 1000)
     return HttpResult(status=status, headers=answer_headers, excerpt=raw.decode("utf-8", "replace"),

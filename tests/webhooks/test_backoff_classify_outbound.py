@@ -253,3 +253,9 @@ def test_outbound_refuses_urls_it_cannot_place(url, fragment):
 
     with pytest.raises(OutboundRefused, match=fragment):
         policy.check(url)
+
+
+def test_outbound_refuses_a_host_name_that_cannot_be_encoded_for_lookup():
+    # An empty label: the system resolver's IDNA encoding raises UnicodeError before any lookup.
+    with pytest.raises(OutboundRefused, match="cannot resolve host 'a..example'"):
+        OutboundPolicy.from_setting("").check("http://a..example/")
