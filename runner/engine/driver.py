@@ -109,10 +109,10 @@ def _move(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = N
     return _run_machine(rt, session, job, pending, result)[0]
 
 
-def _run_machine(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None,
-                 result: Any) -> tuple[NeedsCall | Blocked | None, Machine]:
-    """``_move``, also handing back the machine that moved the job."""
-    machine = Machine(rt, session, job)
+def _run_machine(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None, result: Any,
+                 step_events: dict[int, StepEvent] | None = None) -> tuple[NeedsCall | Blocked | None, Machine]:
+    """``_move``, also handing back the machine that moved the job (``step_events``: the job's, if read with it)."""
+    machine = Machine(rt, session, job, step_events_read=step_events)
     if pending is not None:
         machine.apply_result(pending, result)
     outcome = machine.run()
@@ -165,13 +165,24 @@ def move_new(rt: Runtime, session: Session, job_id: int) -> NeedsCall | Blocked 
     return _move(rt, session, job)
 
 
-_BY_UUID = select(Job).where(Job.uuid == bindparam("uuid"))
-_LEASED_PARENT = select(Job).where(Job.uuid == bindparam("uuid"), Job.lease_owner == bindparam("worker"))
+# A job with its step events, in one statement: a move after an HTTP call (or a child's end) reads both anyway.
+_WITH_EVENTS = select(Job, StepEvent).outerjoin(StepEvent, StepEvent.job_id == Job.id)
+_BY_UUID = _WITH_EVENTS.where(Job.uuid == bindparam("uuid"))
+_LEASED_PARENT = _WITH_EVENTS.where(Job.uuid == bindparam("uuid"), Job.lease_owner == bindparam("worker"))
 
 
-def _lock(rt: Runtime, session: Session, job_uuid: str) -> Job | None:
-    query = _BY_UUID.with_for_update() if rt.db.is_postgres else _BY_UUID
-    return session.scalar(query, {"uuid": job_uuid})
+def _read_job(session: Session, query: Any, parameters: dict[str, Any]) -> tuple[Job | None, dict[int, StepEvent]]:
+    """Return the job ``query`` (one of the statements above) finds, and its step events by order."""
+    job, events = None, {}
+    for job, event in session.execute(query, parameters):
+        if event is not None:
+            events[event.order] = event
+    return job, events
+
+
+def _lock(rt: Runtime, session: Session, job_uuid: str) -> tuple[Job | None, dict[int, StepEvent]]:
+    query = _BY_UUID.with_for_update(of=Job) if rt.db.is_postgres else _BY_UUID
+    return _read_job(session, query, {"uuid": job_uuid})
 
 
 def _take(rt: Runtime, job: Job, worker_id: str) -> bool:
@@ -207,9 +218,10 @@ class Moved:
         return JobStatus(self.job.status)
 
 
-def _advance(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = None, result: Any = None) -> Moved:
-    """Move a leased job and, if it just created a child to wait for, the child too."""
-    outcome, machine = _run_machine(rt, session, job, pending, result)
+def _advance(rt: Runtime, session: Session, job: Job, pending: NeedsCall | None = None, result: Any = None,
+             step_events: dict[int, StepEvent] | None = None) -> Moved:
+    """Move a leased job (``step_events``: its own, if read with it) and, if it just created a child to wait for, the child too."""
+    outcome, machine = _run_machine(rt, session, job, pending, result, step_events)
     child_first = move_new(rt, session, outcome.child_id) if isinstance(outcome, Blocked) and outcome.child_id is not None else None
     return Moved(outcome, child_first, job, machine.step_events)
 
@@ -221,11 +233,11 @@ def _resume_parent(rt: Runtime, session: Session, child: Job, worker_id: str) ->
     is skipped rather than waited for; its driver then looks at it in a
     transaction of its own.
     """
-    query = _LEASED_PARENT.with_for_update(skip_locked=True) if rt.db.is_postgres else _LEASED_PARENT
-    parent = session.scalar(query, {"uuid": child.parent_job_uuid, "worker": worker_id})
+    query = _LEASED_PARENT.with_for_update(of=Job, skip_locked=True) if rt.db.is_postgres else _LEASED_PARENT
+    parent, step_events = _read_job(session, query, {"uuid": child.parent_job_uuid, "worker": worker_id})
     if parent is None or parent.status != JobStatus.WAITING.value:
         return None
-    return _advance(rt, session, parent)
+    return _advance(rt, session, parent, step_events=step_events)
 
 
 def drive(rt: Runtime, job_uuid: str, worker_id: str, *, policy: OutboundPolicy, pending: NeedsCall | None = None,
@@ -244,10 +256,10 @@ def drive(rt: Runtime, job_uuid: str, worker_id: str, *, policy: OutboundPolicy,
     while True:
         if moved is None:
             with rt.db.write() as session:
-                job = _lock(rt, session, job_uuid)
+                job, step_events = _lock(rt, session, job_uuid)
                 if job is None or not _take(rt, job, worker_id):
                     return None
-                moved = _advance(rt, session, job, pending, result)
+                moved = _advance(rt, session, job, pending, result, step_events)
                 if _carry is not None and moved.status.terminal and job.parent_job_uuid:
                     parent_moved = _resume_parent(rt, session, job, worker_id)
                     if parent_moved is not None:

@@ -8,7 +8,7 @@ right away, or an HTTP call the driver must make outside the transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -127,16 +127,20 @@ class Machine:
     job: Job
     # The person whose action is being applied, if any; None when a worker moves the job.
     actor: str | None = None
+    # The job's step events by order, when the caller read them with the job (as the driver does after an HTTP call).
+    step_events_read: InitVar[dict[int, StepEvent] | None] = None
     now: datetime = field(init=False)
     body: dict[str, Any] = field(init=False)
     _loaded: dict[int, StepEvent] | None = field(init=False, default=None)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, step_events_read: dict[int, StepEvent] | None) -> None:
         self.now = self.rt.clock.now()
         self.body = load_body(self.session, self.job.version_id)
         if self.job.status == JobStatus.QUEUED.value:
             # A job that has not started has no step events: nothing to read, now or after it starts here.
             self._loaded = {}
+        elif step_events_read is not None:
+            self._loaded = step_events_read
 
     @property
     def _events(self) -> dict[int, StepEvent]:

@@ -236,3 +236,16 @@ def test_a_waited_job_that_ended_in_its_first_transaction_is_read_for_its_answer
     assert answered == api.get(f"/jobs/{answered['uuid']}").get_json()
     assert len(reads) == 1
 
+
+
+def test_a_job_moved_after_its_http_calls_reads_its_step_events_with_its_row(api, rt, server):
+    """The parent after its call, the child after its call and the parent its child resumes: each read together with its step events."""
+    _publish(api, "child", [{"title": "Call", "action": {"type": "http", "url": server.url + "/ok"}}])
+    _parent_calling_child(api, server)
+    with counting(rt.db.engine) as statements:
+        answer = api.post("/runbooks/parent/jobs", json={"wait": 5})
+    assert (answer.status_code, answer.json["job"]["status"]) == (200, "succeeded")
+    assert [step["status"] for step in answer.json["job"]["steps"]] == ["done", "done"]
+    reads = [sql for sql, _, _ in statements if sql.startswith("SELECT jobs.id, jobs.uuid")]
+    assert len(reads) == 3 and all("JOIN step_events" in sql for sql in reads), reads
+    assert not [sql for sql, _, _ in statements if sql.startswith("SELECT step_events.")]
