@@ -191,13 +191,19 @@ def test_a_batch_of_jobs_looks_up_runbook_statuses_and_flow_deliveries_once(api,
     assert len([sql for sql, _, _ in statements if "FROM deliveries" in sql]) == 1
 
 
-def test_a_parent_resumed_by_its_ending_child_does_not_read_the_child_again(api, rt, server):
-    """The child's last transaction moves the waiting parent on, from the child row it already holds."""
+def _parent_and_child_round_trip(api, rt, server):
+    """Invoke a parent (an http step, then a child with one http step) with wait; return the answer and every statement run."""
     _publish(api, "child", [{"title": "Call", "action": {"type": "http", "url": server.url + "/ok"}}])
     _parent_calling_child(api, server)
     with counting(rt.db.engine) as statements:
         answer = api.post("/runbooks/parent/jobs", json={"wait": 5})
     assert (answer.status_code, answer.json["job"]["status"]) == (200, "succeeded")
+    return answer, statements
+
+
+def test_a_parent_resumed_by_its_ending_child_does_not_read_the_child_again(api, rt, server):
+    """The child's last transaction moves the waiting parent on, from the child row it already holds."""
+    answer, statements = _parent_and_child_round_trip(api, rt, server)
     child_uuid = answer.json["job"]["steps"][1]["output"]["child_job_uuid"]
     reads = [sql for sql, parameters, _ in statements
              if sql.startswith("SELECT jobs.id, jobs.uuid") and child_uuid in (parameters if isinstance(parameters, (tuple, list)) else ())]
@@ -237,14 +243,9 @@ def test_a_waited_job_that_ended_in_its_first_transaction_is_read_for_its_answer
     assert len(reads) == 1
 
 
-
 def test_a_job_moved_after_its_http_calls_reads_its_step_events_with_its_row(api, rt, server):
     """The parent after its call, the child after its call and the parent its child resumes: each read together with its step events."""
-    _publish(api, "child", [{"title": "Call", "action": {"type": "http", "url": server.url + "/ok"}}])
-    _parent_calling_child(api, server)
-    with counting(rt.db.engine) as statements:
-        answer = api.post("/runbooks/parent/jobs", json={"wait": 5})
-    assert (answer.status_code, answer.json["job"]["status"]) == (200, "succeeded")
+    answer, statements = _parent_and_child_round_trip(api, rt, server)
     assert [step["status"] for step in answer.json["job"]["steps"]] == ["done", "done"]
     reads = [sql for sql, _, _ in statements if sql.startswith("SELECT jobs.id, jobs.uuid")]
     assert len(reads) == 3 and all("JOIN step_events" in sql for sql in reads), reads
