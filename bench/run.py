@@ -387,15 +387,35 @@ def seed_schedules(database_url: str, count: int, *, spread: bool) -> None:
     engine.dispose()
 
 
-def fired_since(database_url: str, since: datetime) -> int:
-    """How many scheduled jobs were created at or after ``since``."""
+def last_job_id(database_url: str) -> int:
+    """The id of the newest job in the store (0 when there is none)."""
     from sqlalchemy import create_engine, func, select
 
     from runner.models import Job
 
     engine = create_engine(database_url)
     with engine.connect() as conn:
-        fired = conn.execute(select(func.count(Job.id)).where(Job.triggered_by == "schedule", Job.created_at >= since)).scalar_one()
+        newest = conn.execute(select(func.max(Job.id))).scalar() or 0
+    engine.dispose()
+    return newest
+
+
+def fired_since(database_url: str, since: datetime, after_id: int = 0) -> int:
+    """How many scheduled jobs were created at or after ``since``, among those newer than job ``after_id``.
+
+    Watching a burst polls this every second while the runner fires it: with
+    ``after_id`` it reads only the new jobs (along the primary key) instead of
+    the whole store, which with the growth scenario's million jobs cost about
+    0.13 s of CPU per poll on the machine under test.
+    """
+    from sqlalchemy import create_engine, func, select
+
+    from runner.models import Job
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        fired = conn.execute(select(func.count(Job.id)).where(Job.id > after_id, Job.triggered_by == "schedule",
+                                                              Job.created_at >= since)).scalar_one()
     engine.dispose()
     return fired
 
@@ -542,6 +562,7 @@ def schedules(database_url: str, workdir: Path, *, count: int, burst: bool = Tru
             conn.execute(delete(Schedule))
         engine.dispose()
         seed_schedules(database_url, count, spread=spread)
+        newest = last_job_id(database_url)
         runner = Runner(workdir, database_url, {}).start()
         try:
             # The first whole minute at least a few seconds after the runner is up; its ticks are measured.
@@ -550,7 +571,7 @@ def schedules(database_url: str, workdir: Path, *, count: int, burst: bool = Tru
             due = count if not spread else sum(1 for i in range(count) if i % 60 == first_tick.minute)
             end = first_tick + timedelta(seconds=SCHEDULE_WATCH_SECONDS)
             # Watch until every schedule due at the tick has its job (then one second more), or the time is up.
-            while datetime.now(timezone.utc) < end and not (datetime.now(timezone.utc) > first_tick and fired_since(database_url, first_tick) >= due):
+            while datetime.now(timezone.utc) < end and not (datetime.now(timezone.utc) > first_tick and fired_since(database_url, first_tick, newest) >= due):
                 time.sleep(1)
             time.sleep(1)
             drifts = schedule_drift(database_url, first_tick, first_tick)
