@@ -5,7 +5,7 @@ import base64
 import json
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -20,9 +20,29 @@ WAIT_SECONDS = 30
 PARAMETERS = {"type": "object", "required": ["region"], "properties": {"region": {"type": "string", "description": "Region to restart"}}}
 
 
+class _Patient(WebDriverWait):
+    """Wait, looking again when the element looked at was replaced meanwhile.
+
+    The run view swaps its parts in as they change, and a page that navigates
+    replaces them all: an element found a moment ago may be gone. Chromedriver
+    says so with a StaleElementReferenceException or, when the node went away
+    while it was being read, with an inspector error that names no type of its own.
+    """
+
+    def until(self, method, message: str = ""):  # noqa: ANN001, ANN201 - as WebDriverWait.until
+        def looking_again(driver):  # noqa: ANN001, ANN202
+            try:
+                return method(driver)
+            except WebDriverException as exc:
+                if "does not belong to the document" in str(exc):
+                    return False
+                raise
+
+        return super().until(looking_again, message)
+
+
 def _wait(driver, seconds: float = WAIT_SECONDS) -> WebDriverWait:
-    # The run view swaps its parts in as they change, so an element found a moment ago may be gone: look again.
-    return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
+    return _Patient(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def _shot(driver, name: str) -> None:
