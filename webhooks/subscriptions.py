@@ -213,7 +213,8 @@ def list_deliveries(rt: Runtime, actor: Actor, sub_id: str, query: dict[str, Any
                 # only for a query that states its condition.
                 statement = statement.where(text(UNSUCCESSFUL_DELIVERIES))
             elif query["status"] == "pending":
-                # Pending deliveries are the ones with a next attempt: their own index, whatever the log's length.
+                # Pending deliveries are the ones with a next attempt, which their own index holds: PostgreSQL reads the page
+                # from it; SQLite, without statistics, still walks the subscription's deliveries newest first.
                 statement = statement.where(Delivery.next_attempt_at.is_not(None))
         rows, next_cursor = cut_page(list(session.scalars(statement.order_by(Delivery.event_id.desc()).limit(query["limit"] + 1))),
                                      query["limit"], lambda last: {"before": last.event_id})

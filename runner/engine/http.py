@@ -92,7 +92,7 @@ def _excerpt(response: http.client.HTTPResponse, method: str) -> bytes:
         if encoding not in ("gzip", "x-gzip", "deflate"):
             return response.read() if whole else response.read(EXCERPT_BYTES)
         return _inflated(response, whole, encoding)
-    except (http.client.HTTPException, OSError, ValueError, zlib.error) as exc:
+    except SEND_ERRORS + (zlib.error,) as exc:
         name = "zlib.error" if isinstance(exc, zlib.error) else exc.__class__.__name__
         raise _Unreadable(f"<body unreadable: {name}: {exc}>") from exc
 
@@ -151,7 +151,6 @@ def perform(call: HttpCall, policy: OutboundPolicy) -> HttpResult:
         else:
             data = call.body.encode()
     started = time.perf_counter()
-    status, answer_headers = None, {}
     try:
         with exchange(call.method, call.url, data, dict(headers.values()), timeout=call.timeout, addresses=addresses) as response:
             status, answer_headers = response.status, merged_headers(response)
