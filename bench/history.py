@@ -3,8 +3,8 @@
 ``python -m bench.history [--rows N] [--no-postgres]`` (about a minute a store for a million rows) fills a
 store with the benchmark's runbooks and N finished jobs, N events of other types, N finished deliveries of one
 subscription (one in 100,000 of them failed) and N audit entries, straight through the driver, then times
-in-process, through the Flask test client and the product's own functions, what bench/README findings 34-38
-changed: the runbook list, the job list by runbook, status and parent, a filtered poll of the event feed after
+in-process, through the Flask test client and the product's own functions, what bench/README findings 34-38 and
+43 changed: the runbook list, the job list by runbook, status and parent, a filtered poll of the event feed after
 its first, the failed and pending deliveries of the subscription, a worker's lease heartbeat and its look for due
 jobs and deliveries. The audit log by target and the job list by ``triggered_by`` alone are timed too: they still
 walk the history. Each figure is the median of five runs after one to warm up. Results go to stdout and to
@@ -125,7 +125,7 @@ def measure(name: str, database_url: str, workdir: Path, rows: int) -> dict[str,
         "GET /jobs?parent=(a parent)": get(f"/jobs?parent={parent}"),
         "GET /events (filtered poll after the first)": get(feed[len(api):] + f"&after={cursor}"),
         "GET /hooks/{id}/deliveries?status=failed": get(f"/hooks/{subscription}/deliveries?status=failed"),
-        "GET /hooks/{id}/deliveries?status=pending (a walk on SQLite)": get(f"/hooks/{subscription}/deliveries?status=pending"),
+        "GET /hooks/{id}/deliveries?status=pending": get(f"/hooks/{subscription}/deliveries?status=pending"),
         "job worker's lease heartbeat": lambda: renew_leases(rt, Job, "bench-history"),
         "delivery worker's lease heartbeat": lambda: renew_leases(rt, Delivery, "bench-history"),
         "idle look for due jobs": lambda: claim_and_move(rt, "bench-history", 8),
