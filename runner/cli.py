@@ -11,6 +11,7 @@ import click
 from .auth import Actor, Role
 from .config import Settings
 from .errors import RunnerError
+from .jsonbody import loads
 from .runtime import Runtime
 
 __all__ = ["main"]
@@ -229,8 +230,8 @@ def runbook_import(file: Any, workspace: str) -> None:
     from .services import runbooks
 
     try:
-        bundle = json.load(file)
-    except ValueError as exc:
+        bundle = loads(file.read())
+    except ValueError as exc:  # not JSON, or JSON the runner refuses (runner.jsonbody)
         raise click.ClickException(f"{file.name} is not JSON: {exc}") from exc
     rt = _runtime()
     try:
@@ -265,8 +266,8 @@ def _parse_params(pairs: tuple[str, ...], schema: dict[str, Any]) -> dict[str, A
             values[name] = raw
             continue
         try:
-            values[name] = json.loads(raw)
-        except ValueError:
+            values[name] = loads(raw)
+        except ValueError:  # not JSON, or JSON the runner refuses (runner.jsonbody, e.g. NaN): the schema check says why
             values[name] = raw
     return values
 

@@ -9,6 +9,7 @@ from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import FieldError, RunnerError
+from .jsonbody import MalformedJson
 
 __all__ = ["init_app", "problem_response", "flatten_messages", "PROBLEM_TYPE_BASE"]
 
@@ -83,6 +84,10 @@ def _validation_problem(error: HTTPException) -> Response | None:
         return None
     if error.code == 400:
         # Answered before reading the body again: it is the body that could not be decoded.
+        refused = getattr(error, "exc", None)
+        if isinstance(refused, MalformedJson):
+            return problem_response(400, "malformed-request", "Malformed request", f"the request body is not valid JSON: {refused.message}",
+                                    errors=[{"field": refused.field, "message": refused.message, "value": refused.value}])
         return problem_response(400, "malformed-request", "Malformed request",
                                 "the request body is not valid JSON", errors=[{"field": "body", "message": "invalid JSON", "value": None}])
     errors: list[FieldError] = []

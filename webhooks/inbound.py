@@ -1,7 +1,6 @@
 """Inbound webhook URLs: a secret URL per callable runbook that starts a job when POSTed to."""
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import datetime
 from typing import Any
@@ -13,6 +12,7 @@ from runner.auth import Action, Actor, hash_token, require
 from runner.engine.invoke import JobRequest, Trigger, create_job
 from runner.engine.report import job_to_dict
 from runner.errors import Conflict, Gone, InvalidInput, NotFound, Unauthorized
+from runner.jsonbody import MalformedJson, loads
 from runner.models import InboundMessage, InboundWebhook, Runbook
 from runner.runtime import Runtime
 from runner.services import audit
@@ -117,8 +117,10 @@ def receive(rt: Runtime, token: str, headers: dict[str, str], body: bytes, *, id
             raise InvalidInput(f"webhook-id is {len(message_id)} characters long; at most {MAX_MESSAGE_ID_LENGTH} are accepted",
                                errors=[{"field": "webhook-id", "message": "too long", "value": message_id[:40] + "…"}])
     try:
-        parameters = json.loads(body) if body.strip() else {}
-    except (ValueError, RecursionError) as exc:
+        parameters = loads(body) if body.strip() else {}
+    except MalformedJson as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}", errors=[{"field": exc.field, "message": exc.message, "value": exc.value}]) from exc
+    except ValueError as exc:
         raise InvalidInput(f"the body is not JSON: {exc}", errors=[{"field": "body", "message": "invalid JSON", "value": None}]) from exc
     if not isinstance(parameters, dict):
         raise InvalidInput(f"the body must be a JSON object of parameters, got {type(parameters).__name__}",

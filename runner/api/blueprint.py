@@ -1,4 +1,4 @@
-"""The blueprint every API resource uses: flask-smorest's, with a JSON parser that also refuses bodies nested too deep."""
+"""The blueprint every API resource uses: flask-smorest's, with the runner's own JSON decoding (``runner.jsonbody``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,19 +6,25 @@ from typing import Any
 import flask_smorest
 import marshmallow as ma
 from flask import Request
-from webargs.flaskparser import FlaskParser
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
+
+from ..jsonbody import MalformedJson, loads
 
 __all__ = ["Blueprint"]
 
 
 class JsonParser(FlaskParser):
-    """webargs' Flask parser; JSON nested deeper than Python's decoder can follow is malformed (400), not a crash."""
+    """webargs' Flask parser, decoding bodies with ``runner.jsonbody``: what it refuses is malformed (400), not a crash."""
+
+    def _raw_load_json(self, req: Request) -> Any:
+        return loads(req.get_data(cache=True)) if is_json_request(req) else core.missing
 
     def load_json(self, req: Request, schema: ma.Schema) -> Any:
-        """Load the JSON body, treating a body too deeply nested to decode as invalid JSON."""
+        """Load the JSON body; one that ``runner.jsonbody`` refuses is answered like any malformed body, saying why."""
         try:
             return super().load_json(req, schema)
-        except RecursionError as exc:
+        except MalformedJson as exc:
             return self._handle_invalid_json_error(exc, req)
 
 

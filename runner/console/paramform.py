@@ -6,9 +6,12 @@ Text is only decoded into the types the schema names; whether the values are acc
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from ..jsonbody import loads
 
 __all__ = ["ParamField", "fields_of", "values_from_form", "example_values"]
 
@@ -80,11 +83,13 @@ def _decode(field: ParamField, text: str) -> Any:
             number = float(text)
         except ValueError:
             return text
+        if not math.isfinite(number):  # "nan", "inf", "1e400": not a number JSON can hold; the schema check says so
+            return text
         return int(number) if number.is_integer() and (field.kind == "integer" or "." not in text) else number
     if field.kind == "json":
         try:
-            return json.loads(text)
-        except (ValueError, RecursionError):  # not JSON, or nested too deep to decode: the schema check says why
+            return loads(text)
+        except ValueError:  # not JSON, or JSON the runner refuses (runner.jsonbody): the schema check says why
             return text
     return text
 

@@ -333,6 +333,10 @@ def _check(rt: Runtime, session: Session | Connection, request: JobRequest) -> _
 
     Without an Idempotency-Key no job is loaded, and a plain connection will do.
     """
+    if request.idempotency_key is not None and not request.idempotency_key.strip():
+        # Stored as it is, one blank key would be the key of every later request that sends it.
+        raise InvalidInput("Idempotency-Key is blank; send a key that names this request, or no Idempotency-Key header",
+                           errors=[{"field": "Idempotency-Key", "message": "blank", "value": request.idempotency_key}])
     if request.idempotency_key and len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise InvalidInput(
             f"Idempotency-Key is {len(request.idempotency_key)} characters long; use at most {MAX_IDEMPOTENCY_KEY_LENGTH}",

@@ -54,7 +54,7 @@ class WallClockCronTrigger(CronTrigger):
 def _zone(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name that is a directory of the zone database ("America/")
         return None
 
 

@@ -1,6 +1,9 @@
 """Schemas shared by every resource."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from typing import Any
+
 import marshmallow as ma
 from marshmallow import fields, validate
 
@@ -16,6 +19,20 @@ class StrictSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
         ordered = True
+
+
+class Moment(fields.AwareDateTime):
+    """A date and time with its UTC offset, that UTC can hold too: 9999-12-31T23:00:00-05:00 would be in the year 10000."""
+
+    default_error_messages = {"utc": "{input} is outside what UTC can hold (0001-01-01 to 9999-12-31)"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            moment.astimezone(timezone.utc)
+        except OverflowError:
+            raise self.make_error("utc", input=value) from None
+        return moment
 
 
 class FieldErrorSchema(ma.Schema):

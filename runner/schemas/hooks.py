@@ -4,7 +4,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from .common import PageQuerySchema, PageSchema, StrictSchema
+from .common import Moment, PageQuerySchema, PageSchema, StrictSchema
 from .job import EventSchema
 
 
@@ -13,12 +13,12 @@ class SubscribeSchema(StrictSchema):
     runbooks = fields.List(fields.String(), load_default=None, allow_none=True,
                            metadata={"description": "Keys or names of the runbooks to monitor; omit for all."})
     target_url = fields.String(required=True, validate=validate.Length(1, 2048))
-    expires_at = fields.AwareDateTime(load_default=None, allow_none=True,
+    expires_at = Moment(load_default=None, allow_none=True,
                                       metadata={"description": "The subscription ends at this time unless renewed (PATCH)."})
 
 
 class SubscriptionPatchSchema(StrictSchema):
-    expires_at = fields.AwareDateTime(allow_none=True)
+    expires_at = Moment(allow_none=True)
     status = fields.String(validate=validate.OneOf(["active"]), metadata={"description": "'active' re-enables a disabled subscription."})
 
 
@@ -85,7 +85,7 @@ class FeedSchema(ma.Schema):
 
 
 class WebhookUrlCreateSchema(StrictSchema):
-    expires_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    expires_at = Moment(load_default=None, allow_none=True)
     require_signature = fields.Boolean(load_default=False,
                                        metadata={"description": "Require Standard Webhooks signatures (webhook-id, -timestamp, -signature)."})
 

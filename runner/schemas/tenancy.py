@@ -5,7 +5,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from ..auth import Role
-from .common import PageQuerySchema, PageSchema, StrictSchema
+from .common import Moment, PageQuerySchema, PageSchema, StrictSchema
 
 
 class EnvironmentSchema(ma.Schema):
@@ -26,7 +26,7 @@ class WorkspaceSchema(ma.Schema):
 class TokenCreateSchema(StrictSchema):
     role = fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
     subject = fields.String(validate=validate.Length(1, 120), metadata={"description": "Who the token acts as; runbook ownership is matched against it."})
-    expires_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    expires_at = Moment(load_default=None, allow_none=True)
 
 
 class TokenSchema(ma.Schema):

@@ -34,18 +34,37 @@ PLACEHOLDER = re.compile(r"\{\{\s*params\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 TEXT_FIELDS = ("title", "description", "verification", "rollback_note")
 
 
+# The one format of the meta-schema checked: a `pattern` that does not compile would fail every later validation. Python's
+# own "regex" check lets through a repetition too large to compile (``a{99999999999}``), which raises OverflowError.
+_PATTERNS = FormatChecker(formats=())
+
+
+@_PATTERNS.checks("regex", raises=(re.error, OverflowError, RecursionError))
+def _compiles(instance: object) -> bool:
+    if isinstance(instance, str):
+        re.compile(instance)
+    return True
+
+
 def check_schema(schema: dict[str, Any], *, field: str = "parameters") -> list[FieldError]:
     """List what is wrong with a parameters schema (draft 2020-12, an object schema)."""
     errors: list[FieldError] = []
     if not schema:
         return errors
-    # The one format of the meta-schema checked: a `pattern` that does not compile would fail every later validation.
-    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=FormatChecker(formats=("regex",)))
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=_PATTERNS)
     for error in sorted(meta.iter_errors(schema), key=lambda e: list(e.absolute_path)):
         path = ".".join(str(p) for p in error.absolute_path)
         errors.append({"field": f"{field}.{path}" if path else field, "message": error.message, "value": error.instance})
     if not errors and schema.get("type", "object") != "object":
         errors.append({"field": f"{field}.type", "message": "parameters must be an object schema", "value": schema.get("type")})
+    if not errors:
+        try:
+            Draft202012Validator(schema).is_valid({})
+        except RecursionError:
+            # E.g. {"$ref": "#"} beside the properties: every check of any value would lead back to itself.
+            errors.append({"field": field, "message": "the schema refers to itself without end", "value": None})
+        except (Unresolvable, re.error, OverflowError):
+            pass  # a reference to nothing, or a pattern, is named by the meta-schema check above or when values are checked
     if not errors:
         for name in schema.get("properties", {}):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -149,11 +168,21 @@ def validate_values(schema: dict[str, Any], values: Any, *, field: str = "parame
     validator = _validator(json.dumps(schema, sort_keys=True))
     try:
         errors = [_describe(e) for e in sorted(validator.iter_errors(completed), key=lambda e: list(map(str, e.absolute_path)))]
-    except (Unresolvable, re.error) as exc:
+    except (Unresolvable, re.error, RecursionError) as exc:
+        # A reference that resolves nowhere, a pattern that does not compile, or one that leads back to itself forever
+        # (``{"$ref": "#"}``, checked against the same value again and again).
+        reason = "it refers to itself without end" if isinstance(exc, RecursionError) else str(exc)
         raise InvalidInput(
-            f"the runbook's parameters schema cannot check values ({exc}); fix the runbook's parameters",
+            f"the runbook's parameters schema cannot check values ({reason}); fix the runbook's parameters",
             errors=[{"field": field, "message": "the runbook's parameters schema is unusable", "value": None}],
-        ) from exc
+        ) from None
+    except OverflowError as exc:
+        # An integer past a double's range, which ``multipleOf`` cannot divide by a fraction: bodies can no longer hold one
+        # (runner.jsonbody), but a schedule's parameters saved before that are checked again at every fire.
+        raise InvalidInput(
+            f"a parameter is too large for the runbook's number checks ({exc})",
+            errors=[{"field": field, "message": "a number too large to check", "value": None}],
+        ) from None
     if errors:
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise InvalidInput(f"parameters do not match the runbook's schema: {summary}", errors=errors)

@@ -67,6 +67,15 @@ def test_parameter_errors_are_shown_next_to_their_fields_and_no_job_starts(conso
     assert api.get("/jobs").get_json()["items"] == []
 
 
+@pytest.mark.parametrize("text", ["nan", "inf", "-Infinity", "1e400"])
+def test_a_number_field_holding_no_finite_number_is_refused_as_typed(console, api, restart, text):
+    answer = console.post(f"/runbooks/{restart['key']}/execute", {"param-region": "eu-west-1", "param-replicas": text})
+
+    assert answer.status_code == 422
+    assert re.search(rf'id="f-param-replicas-error"><li>&#39;{text}&#39; is not of type &#39;integer&#39;', answer.get_data(as_text=True))
+    assert api.get("/jobs").get_json()["items"] == []
+
+
 def test_a_choice_that_is_not_an_option_number_is_refused_like_any_bad_value(console, api, restart):
     answer = console.post(f"/runbooks/{restart['key']}/execute", {"param-region": "eu-west-1", "param-severity": "\u00b2"})
 

@@ -179,6 +179,8 @@ def test_export_of_an_unknown_runbook_fails(upgraded, two_workspaces):
         ("[1, 2, 3]\n", "not a runbook bundle"),
         ('{"title": "Restart the database"}\n', "bundle.format must be 'runbook-manager.bundle'"),
         ('{"format": "runbook-manager.bundle", "format_version": 1, "runbook": {"steps": []}}\n', "bundle.runbook.title"),
+        ('{"format": "runbook-manager.bundle", "format_version": 1, "runbook": {"title": "\\ud800"}}\n', "lone UTF-16 surrogate"),
+        ('{"format": "runbook-manager.bundle", "format_version": NaN}\n', "NaN is not a JSON number"),
     ],
 )
 def test_importing_a_file_that_is_not_a_bundle_fails_clearly(upgraded, two_workspaces, tmp_path, content, message):

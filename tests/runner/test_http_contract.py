@@ -59,7 +59,49 @@ def test_json_nested_too_deep_to_decode_is_400(api, path):
 
     body = problem(response)
     assert response.status_code == 400
-    assert body["errors"] == [{"field": "body", "message": "invalid JSON", "value": None}]
+    assert body["errors"] == [{"field": "body", "message": "nested too deeply to decode (at most 64 levels)", "value": None}]
+
+
+# Bodies Python's decoder accepts but the runner refuses (runner.jsonbody): (body, field, message, value).
+REFUSED_BODIES = {
+    "NaN": ('{"title": "Restart", "x": NaN}', "body", "NaN is not a JSON number", "NaN"),
+    "Infinity": ('{"title": "Restart", "x": [Infinity]}', "body", "Infinity is not a JSON number", "Infinity"),
+    "-Infinity": ('{"title": "Restart", "x": -Infinity}', "body", "-Infinity is not a JSON number", "-Infinity"),
+    "1e400": ('{"title": "Restart", "x": 1e400}', "body", "the number 1e400 is out of range (a double's, about ±1.8e308)", "1e400"),
+    "5,000 digits": ('{"title": "Restart", "x": ' + "7" * 5_000 + "}", "body",
+                     "an integer of 5000 digits is out of range (at most 308)", "7" * 40 + "…"),
+    "lone surrogate": ('{"title": "\\ud800 Restart"}', "title", "a string holds a lone UTF-16 surrogate (\\ud800), which is not text",
+                       "\\ud800"),
+    "lone surrogate in a key": ('{"title": "Restart", "steps": [{"title": "a", "\\udfff": 1}]}', "steps.0",
+                                "a string holds a lone UTF-16 surrogate (\\udfff), which is not text", "\\udfff"),
+    "65 levels": ('{"title": "Restart", "x": ' + "[" * 64 + "]" * 64 + "}", "body", "nested more than 64 levels deep", None),
+}
+
+
+@pytest.mark.parametrize("path", ["/runbooks", "/hooks", "/runbooks/RB-00001/jobs"])
+@pytest.mark.parametrize("case", list(REFUSED_BODIES))
+def test_json_python_decodes_but_no_store_keeps_is_400_naming_what_and_where(api, path, case):
+    data, field, message, value = REFUSED_BODIES[case]
+    response = api.post(path, data=data, content_type="application/json")
+
+    body = problem(response)
+    assert response.status_code == 400
+    assert body["type"] == "/problems/malformed-request"
+    assert body["errors"] == [{"field": field, "message": message, "value": value}]
+    assert message in body["detail"]
+    assert api.get("/runbooks").get_json()["items"] == []
+    assert api.get("/hooks").get_json()["items"] == []
+
+
+def test_json_with_a_surrogate_pair_and_64_levels_is_accepted(api):
+    """An escaped pair is one character (here an emoji); 64 levels of nesting are allowed."""
+    response = api.post("/runbooks", data='{"title": "Restart \\ud83d\\ude80", "description": ' + "[" * 63 + "]" * 63 + "}",
+                        content_type="application/json")
+
+    assert response.status_code == 422, response.get_json()  # the description must be a string: decoded, then checked
+    created = api.post("/runbooks", data='{"title": "Restart \\ud83d\\ude80"}', content_type="application/json")
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["title"] == "Restart \U0001f680"
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
@@ -127,6 +169,27 @@ def test_wrong_type_or_value_is_422_naming_the_field(api, payload, field):
     assert response.status_code == 422
     assert field in [e["field"] for e in body["errors"]], body["errors"]
     assert api.get("/runbooks").get_json()["items"] == []
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:30:00+01:00"])
+def test_an_expiry_utc_cannot_hold_is_422_naming_it_and_creates_nothing(api, moment):
+    """Each is a real time with its offset, but in the year 10000 or 0 in UTC, where every time is stored."""
+    key = create_runbook(api, "Reboot", status="published", callable=True)["key"]
+    sub = api.post("/hooks", json={"events": ["job.created"], "target_url": "http://127.0.0.1:9/hook"}).get_json()
+    routes = [("post", "/tokens", {"role": "member"}), ("post", "/hooks", {"events": ["job.created"], "target_url": "http://127.0.0.1:9/x"}),
+              ("patch", f"/hooks/{sub['id']}", {}), ("post", f"/runbooks/{key}/webhooks", {})]
+
+    for method, path, body in routes:
+        response = getattr(api, method)(path, json={**body, "expires_at": moment})
+
+        refused = problem(response)
+        assert response.status_code == 422, (path, refused)
+        assert refused["errors"] == [{"field": "expires_at", "value": moment,
+                                      "message": f"{moment} is outside what UTC can hold (0001-01-01 to 9999-12-31)"}], path
+    assert [h["id"] for h in api.get("/hooks").get_json()["items"]] == [sub["id"]]
+    assert api.get(f"/hooks/{sub['id']}").get_json()["expires_at"] is None
+    assert api.get(f"/runbooks/{key}/webhooks").get_json()["items"] == []
+    assert len(api.get("/tokens").get_json()["items"]) == 1  # the test's own
 
 
 def test_json_that_is_not_an_object_is_422(api):

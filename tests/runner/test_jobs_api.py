@@ -254,6 +254,18 @@ def test_idempotency_key_longer_than_the_store_keeps_is_422_naming_it(api, rt):
     assert _event_rows(rt) == 0
 
 
+@pytest.mark.parametrize("key", ["", "   "])
+def test_a_blank_idempotency_key_is_422_naming_it_every_time(api, rt, key):
+    _runbook(api, "rotate-tls", MANUAL_STEPS, parameters=PARAMS)
+
+    answers = [_invoke(api, "rotate-tls", VALID, headers={"Idempotency-Key": key}) for _ in range(2)]
+
+    assert [a.status_code for a in answers] == [422, 422]
+    assert problem(answers[1])["errors"] == [{"field": "Idempotency-Key", "message": "blank", "value": key}]
+    assert _uuids(api) == []
+    assert _event_rows(rt) == 0
+
+
 def test_different_idempotency_keys_start_different_jobs(api):
     _runbook(api, "rotate-tls", MANUAL_STEPS, parameters=PARAMS)
 
@@ -768,7 +780,7 @@ def test_job_run_param_keeps_the_type_of_the_parameter(api, job_run, param, expe
 
 @pytest.mark.parametrize("param, named", [
     ("replicas=0", "parameters.replicas"), ("region=mars", "parameters.region"), ("colour=red", "parameters.colour"),
-    ("replicas", "NAME=VALUE"),
+    ("replicas", "NAME=VALUE"), ("replicas=NaN", "parameters.replicas"),
 ])
 def test_job_run_with_an_invalid_parameter_fails_naming_it(api, rt, job_run, param, named):
     _runbook(api, "rotate-tls", MANUAL_STEPS, parameters=PARAMS)

@@ -36,6 +36,8 @@ def _body(steps: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
         ({"type": "array", "items": {"type": "string"}}, "parameters.type"),
         ({"type": "object", "properties": {"bad-name": {"type": "string"}}}, "parameters.properties"),
         ({"type": "object", "properties": {"x": {"type": "string", "pattern": "["}}}, "parameters.properties.x.pattern"),
+        ({"type": "object", "properties": {"x": {"type": "string", "pattern": "a{99999999999}"}}}, "parameters.properties.x.pattern"),
+        ({"type": "object", "$ref": "#", "properties": {"x": {"type": "string"}}}, "parameters"),
         ("not a schema", "parameters"),
     ],
 )
@@ -123,8 +125,9 @@ def test_validate_values_applies_defaults_without_touching_the_input():
     assert given_values == {"service": "orders-db", "replicas": 2}
 
 
-@pytest.mark.parametrize("schema", [{"$ref": "#/nowhere"}, {"type": "object", "properties": {"x": {"$ref": "https://example.com/x"}}}],
-                         ids=["pointer-to-nowhere", "remote-reference"])
+@pytest.mark.parametrize("schema", [{"$ref": "#/nowhere"}, {"type": "object", "properties": {"x": {"$ref": "https://example.com/x"}}},
+                                    {"type": "object", "$ref": "#"}],
+                         ids=["pointer-to-nowhere", "remote-reference", "reference-to-itself"])
 def test_validate_values_refuses_when_the_schema_cannot_be_applied(schema):
     with pytest.raises(InvalidInput) as refused:
         validate_values(schema, {"x": "orders-db"})

@@ -127,6 +127,23 @@ def test_body_that_is_not_a_json_object_is_refused(api, client, key, body, conte
     assert jobs(api) == []
 
 
+@pytest.mark.parametrize(("body", "field", "value"), [
+    pytest.param(b'{"severity": NaN}', "body", "NaN", id="NaN"),
+    pytest.param(b'{"severity": 1e999}', "body", "1e999", id="out-of-range"),
+    pytest.param(b'{"service": "\\udc00"}', "service", "\\udc00", id="lone-surrogate"),
+    pytest.param(b'{"service": ' + b"[" * 70 + b"]" * 70 + b"}", "body", None, id="70-levels"),
+])
+def test_json_no_store_keeps_is_refused_naming_what_and_where(api, client, key, body, field, value):
+    created = create_url(api, key)
+
+    response = client.post(path_of(created), data=body, content_type="application/json")
+
+    refused = problem(response)
+    assert refused["status"] == 422
+    assert [(e["field"], e["value"]) for e in refused["errors"]] == [(field, value)]
+    assert jobs(api) == []
+
+
 def test_parameters_the_runbook_refuses_start_no_job(api, client, key):
     created = create_url(api, key)
 
