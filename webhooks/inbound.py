@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from runner.auth import Action, Actor, hash_token, require
-from runner.engine.invoke import JobRequest, Trigger, create_job
+from runner.engine.invoke import MAX_IDEMPOTENCY_KEY_LENGTH, JobRequest, Trigger, create_job
 from runner.engine.report import job_to_dict
 from runner.errors import Conflict, Gone, InvalidInput, NotFound, Unauthorized
 from runner.jsonbody import MalformedJson, loads
@@ -116,6 +116,17 @@ def receive(rt: Runtime, token: str, headers: dict[str, str], body: bytes, *, id
         if len(message_id) > MAX_MESSAGE_ID_LENGTH:
             raise InvalidInput(f"webhook-id is {len(message_id)} characters long; at most {MAX_MESSAGE_ID_LENGTH} are accepted",
                                errors=[{"field": "webhook-id", "message": "too long", "value": message_id[:40] + "…"}])
+    scoped_key = None
+    if idempotency_key is not None:
+        # A URL's keys are its own: each is kept prefixed with the URL's id, which takes part of the width a job keeps.
+        longest = MAX_IDEMPOTENCY_KEY_LENGTH - len(hook.id) - 1
+        if not idempotency_key.strip():
+            raise InvalidInput("Idempotency-Key is blank; send a key that names this request, or no Idempotency-Key header",
+                               errors=[{"field": "Idempotency-Key", "message": "blank", "value": idempotency_key}])
+        if len(idempotency_key) > longest:
+            raise InvalidInput(f"Idempotency-Key is {len(idempotency_key)} characters long; a webhook URL takes at most {longest}",
+                               errors=[{"field": "Idempotency-Key", "message": "too long", "value": idempotency_key}])
+        scoped_key = f"{hook.id}:{idempotency_key}"
     try:
         parameters = loads(body) if body.strip() else {}
     except MalformedJson as exc:
@@ -127,7 +138,7 @@ def receive(rt: Runtime, token: str, headers: dict[str, str], body: bytes, *, id
                            errors=[{"field": "body", "message": "not an object", "value": parameters}])
     request = JobRequest(workspace_id=hook.workspace_id, runbook_ref=runbook_key, parameters=parameters,
                          trigger=Trigger("webhook", f"webhook:{hook.id}", hook.id),
-                         idempotency_key=f"{hook.id}:{idempotency_key}" if idempotency_key else None)
+                         idempotency_key=scoped_key)
 
     def start() -> dict[str, Any]:
         with rt.db.write() as session:

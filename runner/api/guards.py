@@ -52,11 +52,19 @@ def check_body() -> None:
             f"the request body is {request.content_length} bytes; this runner accepts at most {limit} (RUNBOOK_MANAGER_MAX_BODY_BYTES)",
             errors=[{"field": "body", "message": "too large", "value": request.content_length}],
         )
-    has_body = (request.content_length or 0) > 0 or request.headers.get("Transfer-Encoding") == "chunked"
+    chunked = request.content_length is None and request.headers.get("Transfer-Encoding") == "chunked"
+    has_body = (request.content_length or 0) > 0 or chunked
     if has_body and not request.is_json:
         raise UnsupportedMediaType(
             f"send the body as application/json, got {request.mimetype or 'no content type'!r}",
             errors=[{"field": "Content-Type", "message": "not JSON", "value": request.content_type}],
+        )
+    # A chunked body announces no length. Reading it stops at the limit without saying whether more was sent, which would
+    # leave the rest cut off (and answered as malformed JSON): one that reaches the limit is refused as too large.
+    if chunked and len(request.get_data(cache=True)) >= limit:
+        raise PayloadTooLarge(
+            f"the request body (chunked) is at least {limit} bytes; this runner accepts fewer (RUNBOOK_MANAGER_MAX_BODY_BYTES)",
+            errors=[{"field": "body", "message": "too large", "value": None}],
         )
 
 

@@ -30,8 +30,9 @@ from .events import job_data, record_payload
 from .states import JobStatus
 from .versions import load_body, load_version
 
-__all__ = ["Trigger", "JobRequest", "RunbookHead", "create_job", "create_child", "create_or_stop", "pin_call_tree", "request_hash",
-           "find_runbook", "check_runnable", "new_job_uuid", "job_row", "created_documents", "record_created", "insert_jobs"]
+__all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "Trigger", "JobRequest", "RunbookHead", "create_job", "create_child", "create_or_stop",
+           "pin_call_tree", "request_hash", "find_runbook", "check_runnable", "new_job_uuid", "job_row", "created_documents",
+           "record_created", "insert_jobs"]
 
 TRIGGER_KINDS = ("api", "webhook", "schedule", "runbook", "person")
 # Longest Idempotency-Key a job can keep (the width of jobs.idempotency_key).

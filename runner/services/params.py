@@ -8,11 +8,12 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 from referencing.exceptions import Unresolvable
 
@@ -32,6 +33,37 @@ __all__ = [
 PLACEHOLDER = re.compile(r"\{\{\s*params\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # Step fields whose text may hold placeholders.
 TEXT_FIELDS = ("title", "description", "verification", "rollback_note")
+
+
+class SchemaLoop(Exception):
+    """A reference that leads back to where it was applied, to the same value: checking it would never end."""
+
+
+_applying = threading.local()
+
+
+def _guarded(keyword: Callable[..., Iterator[ValidationError]]) -> Callable[..., Iterator[ValidationError]]:
+    """``keyword`` ($ref or $dynamicRef) refusing to apply a reference again to the value it is still being applied to.
+
+    Such a loop never moves into the value, so it would recurse until Python's limit, and that limit may be hit inside
+    the reference registry's Rust code, which then panics (an exception no handler catches; the worker dies) instead
+    of raising RecursionError. A reference applied anew to a part of the value (a tree of values) is not a loop.
+    """
+    def apply(validator: Any, ref: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+        active = _applying.__dict__.setdefault("active", set())
+        key = (id(schema), id(instance))
+        if key in active:
+            raise SchemaLoop(f"{ref} leads back to itself without moving into the value")
+        active.add(key)
+        try:
+            yield from keyword(validator, ref, instance, schema)
+        finally:
+            active.discard(key)
+
+    return apply
+
+
+_Validator = validators.extend(Draft202012Validator, {name: _guarded(Draft202012Validator.VALIDATORS[name]) for name in ("$ref", "$dynamicRef")})
 
 
 # The one format of the meta-schema checked: a `pattern` that does not compile would fail every later validation. Python's
@@ -58,11 +90,14 @@ def check_schema(schema: dict[str, Any], *, field: str = "parameters") -> list[F
     if not errors and schema.get("type", "object") != "object":
         errors.append({"field": f"{field}.type", "message": "parameters must be an object schema", "value": schema.get("type")})
     if not errors:
+        # Check a value with every parameter given (as null) and see that no reference loops: {"$ref": "#"} beside the
+        # properties, or a parameter whose schema is a reference to itself. A loop deeper in would be refused at invocation.
         try:
-            Draft202012Validator(schema).is_valid({})
-        except RecursionError:
-            # E.g. {"$ref": "#"} beside the properties: every check of any value would lead back to itself.
-            errors.append({"field": field, "message": "the schema refers to itself without end", "value": None})
+            for _ in _Validator(schema).iter_errors({name: None for name in schema.get("properties", {})}):
+                pass
+        except (SchemaLoop, RecursionError) as exc:
+            reason = str(exc) if isinstance(exc, SchemaLoop) else "it leads back to itself"
+            errors.append({"field": field, "message": f"the schema refers to itself without end: {reason}", "value": None})
         except (Unresolvable, re.error, OverflowError):
             pass  # a reference to nothing, or a pattern, is named by the meta-schema check above or when values are checked
     if not errors:
@@ -120,7 +155,7 @@ def check_placeholders(steps: list[dict[str, Any]], schema: dict[str, Any]) -> l
 
 @lru_cache(maxsize=512)
 def _validator(schema_json: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_json), format_checker=FormatChecker())
+    return _Validator(json.loads(schema_json), format_checker=FormatChecker())
 
 
 def _apply_defaults(schema: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +203,7 @@ def validate_values(schema: dict[str, Any], values: Any, *, field: str = "parame
     validator = _validator(json.dumps(schema, sort_keys=True))
     try:
         errors = [_describe(e) for e in sorted(validator.iter_errors(completed), key=lambda e: list(map(str, e.absolute_path)))]
-    except (Unresolvable, re.error, RecursionError) as exc:
+    except (Unresolvable, re.error, SchemaLoop, RecursionError) as exc:
         # A reference that resolves nowhere, a pattern that does not compile, or one that leads back to itself forever
         # (``{"$ref": "#"}``, checked against the same value again and again).
         reason = "it refers to itself without end" if isinstance(exc, RecursionError) else str(exc)

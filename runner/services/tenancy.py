@@ -82,6 +82,9 @@ def create_token(
 ) -> tuple[str, ApiToken]:
     """Create a token for a workspace; return the secret (shown once) and its row."""
     role_value = _role(role)
+    if expires_at is not None and expires_at <= rt.clock.now():
+        raise InvalidInput("expires_at must be in the future: a token that has expired already would never authenticate",
+                           errors=[{"field": "expires_at", "message": "in the past", "value": expires_at.isoformat()}])
     secret = new_token()
     with rt.db.write() as session:
         workspace = session.scalar(select(Workspace).where(Workspace.slug == slug))

@@ -8,7 +8,9 @@ from ..errors import InvalidInput
 
 __all__ = ["parse_procedure"]
 
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+# A markdown heading line; its closing #s and spaces are stripped after the match (``_heading``): a pattern that also
+# matched them would try every split of a long run of spaces between the text and the end, a cubic search.
+_HEADING = re.compile(r"\s{0,3}#{1,6}\s+(.*)")
 _NUMBERED = re.compile(r"(?:(?<=\s)|^)(\d{1,3})[.)]\s+")
 _LINE_NUMBERED = re.compile(r"^[ \t]*(\d{1,3})[.)][ \t]+", re.M)
 _BULLET = re.compile(r"^\s{0,3}[-*+]\s+(?:\[[ xX]\]\s+)?(.+)$")
@@ -59,6 +61,12 @@ def _bullet_items(text: str) -> tuple[str, list[str]]:
     return "\n".join(preamble), items
 
 
+def _heading(line: str) -> str | None:
+    """The text of a markdown heading line (``## Restart the API ##`` → ``Restart the API``), or None."""
+    match = _HEADING.fullmatch(line)
+    return (match.group(1).rstrip().rstrip("#").strip() or None) if match else None
+
+
 def _to_step(item: str) -> dict[str, Any]:
     lines = [line.strip() for line in item.strip().splitlines() if line.strip()]
     first = re.sub(r"\s+", " ", lines[0]) if lines else ""
@@ -87,9 +95,9 @@ def parse_procedure(text: str) -> dict[str, Any]:
     title = None
     rest: list[str] = []
     for line in preamble.splitlines():
-        heading = _HEADING.match(line)
+        heading = _heading(line)
         if heading and title is None:
-            title = heading.group(1).strip()
+            title = heading
         elif line.strip():
             rest.append(line.strip())
     description = "\n".join(rest).strip()

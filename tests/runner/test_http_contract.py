@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -125,6 +126,28 @@ def test_body_over_the_size_limit_is_413_and_changes_nothing(make_app, api):
     assert "512" in body["detail"]
     assert small.get("/runbooks").get_json()["items"] == []
     assert small.post("/runbooks", json=runbook_body()).status_code == 201
+
+
+@pytest.mark.parametrize("path", ["/api/v1/ws/{ws}/runbooks", "/api/v1/hooks/in/rbmwh_unknown"])
+def test_a_chunked_body_over_the_size_limit_is_413_not_cut_off(make_app, api, path):
+    """A chunked body has no Content-Length; read up to the limit it would be cut off and answered as malformed JSON."""
+    small = make_app(max_body_bytes=512)
+    big = json.dumps(runbook_body(description="x" * 600)).encode()
+
+    def send(body: bytes) -> Any:
+        # The test client sends a length with every body; a server that reads chunked bodies (gunicorn) says that it ends them.
+        return small.test_client().open(path.format(ws=api.slug), method="POST", input_stream=io.BytesIO(body),
+                                        headers={"Authorization": f"Bearer {api.token}", "Content-Type": "application/json",
+                                                 "Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+
+    response = send(big)
+
+    body = problem(response)
+    assert response.status_code == 413, body
+    assert "512" in body["detail"] and "chunked" in body["detail"]
+    assert _with_app(small, api).get("/runbooks").get_json()["items"] == []
+    if "runbooks" in path:
+        assert send(json.dumps(runbook_body()).encode()).status_code == 201
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from runner.errors import InvalidInput
 from runner.schemas.runbook import RunbookBodySchema
 from runner.services.diff import diff_bodies
 from runner.services.lint import MAX_STEPS, lint
-from runner.services.params import validate_values
+from runner.services.params import check_schema, validate_values
 from runner.services.textimport import parse_procedure
 from tests.conftest import problem
 from tests.runner.helpers import CLEAN_STEPS, create_runbook, runbook_body
@@ -38,6 +38,9 @@ def _body(steps: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
         ({"type": "object", "properties": {"x": {"type": "string", "pattern": "["}}}, "parameters.properties.x.pattern"),
         ({"type": "object", "properties": {"x": {"type": "string", "pattern": "a{99999999999}"}}}, "parameters.properties.x.pattern"),
         ({"type": "object", "$ref": "#", "properties": {"x": {"type": "string"}}}, "parameters"),
+        ({"type": "object", "not": {"$ref": "#"}}, "parameters"),
+        ({"type": "object", "if": {"$ref": "#"}}, "parameters"),
+        ({"type": "object", "properties": {"x": {"$ref": "#/properties/x"}}}, "parameters"),
         ("not a schema", "parameters"),
     ],
 )
@@ -56,6 +59,19 @@ def test_valid_parameters_schema_is_stored(api):
     created = create_runbook(api, parameters=schema, steps=[{"title": "Restart {{ params.service }}"}])
 
     assert api.get(f"/runbooks/{created['key']}").get_json()["parameters"] == schema
+
+
+def test_a_schema_for_a_tree_of_values_is_stored_and_checks_every_level():
+    """A reference applied again to a part of the value is no loop: the check goes down the tree and ends."""
+    tree = {"type": "object", "$defs": {"node": {"type": "object", "properties": {"name": {"type": "string"},
+                                                                                  "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+            "properties": {"root": {"$ref": "#/$defs/node"}}}
+
+    assert check_schema(tree) == []
+    assert validate_values(tree, {"root": {"children": [{"children": [{"name": "leaf"}]}]}})["root"]["children"][0]["children"] == [{"name": "leaf"}]
+    with pytest.raises(InvalidInput) as refused:
+        validate_values(tree, {"root": {"children": [{"children": [{"name": 7}]}]}})
+    assert [e["field"] for e in refused.value.errors] == ["parameters.root.children.0.children.0.name"]
 
 
 @pytest.mark.parametrize(
@@ -126,11 +142,12 @@ def test_validate_values_applies_defaults_without_touching_the_input():
 
 
 @pytest.mark.parametrize("schema", [{"$ref": "#/nowhere"}, {"type": "object", "properties": {"x": {"$ref": "https://example.com/x"}}},
-                                    {"type": "object", "$ref": "#"}],
-                         ids=["pointer-to-nowhere", "remote-reference", "reference-to-itself"])
+                                    {"type": "object", "$ref": "#"},
+                                    {"type": "object", "properties": {"x": {"type": "object", "properties": {"y": {"$ref": "#/properties/x/properties/y"}}}}}],
+                         ids=["pointer-to-nowhere", "remote-reference", "reference-to-itself", "reference-to-itself-deeper-in"])
 def test_validate_values_refuses_when_the_schema_cannot_be_applied(schema):
     with pytest.raises(InvalidInput) as refused:
-        validate_values(schema, {"x": "orders-db"})
+        validate_values(schema, {"x": {"y": "orders-db"}})
 
     assert refused.value.errors == [{"field": "parameters", "message": "the runbook's parameters schema is unusable", "value": None}]
 
@@ -269,6 +286,27 @@ def test_diff_reports_changed_runbook_fields_and_non_text_step_fields():
 
 
 # --- parse_procedure -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("heading", "title"),
+    [
+        ("# Rotate the TLS certificate", "Rotate the TLS certificate"),
+        ("   ### Rotate the TLS certificate ###", "Rotate the TLS certificate"),
+        ("## Rotate the TLS certificate   ", "Rotate the TLS certificate"),
+        ("#\tRotate   the TLS certificate", "Rotate   the TLS certificate"),
+        ("#Rotate the TLS certificate", None),  # no space after the #s: not a heading
+        ("    # Rotate the TLS certificate", None),  # indented four spaces: not a heading
+        ("# ###", None),
+        # A long run of spaces between the text and the end took a cubic search (minutes for a few thousand).
+        ("# a" + " " * 1_500 + "b" + " " * 1_500, "a" + " " * 1_500 + "b"),
+    ],
+)
+def test_parse_procedure_takes_the_first_markdown_heading_as_the_title(heading, title):
+    parsed = parse_procedure(heading + "\n\n1. Drain the node\n2. Reboot the node\n")
+
+    assert parsed["title"] == title
+    assert [s["title"] for s in parsed["steps"]] == ["Drain the node", "Reboot the node"]
 
 
 @pytest.mark.parametrize(

@@ -157,6 +157,18 @@ def test_created_token_authenticates_with_its_role(make_api, client):
     assert (me.get_json()["subject"], me.get_json()["role"]) == ("otto", "operator")
 
 
+def test_a_token_expiring_in_the_past_is_refused_and_none_is_created(make_api, clock):
+    owner = make_api("owner")
+    before = owner.get("/tokens").get_json()["items"]
+    past = (clock.now() - timedelta(minutes=1)).isoformat()
+
+    response = owner.post("/tokens", json={"role": "operator", "subject": "otto", "expires_at": past})
+
+    assert problem(response)["status"] == 422
+    assert problem(response)["errors"] == [{"field": "expires_at", "message": "in the past", "value": past}]
+    assert owner.get("/tokens").get_json()["items"] == before
+
+
 # --- tenancy -------------------------------------------------------------------------------------
 
 
@@ -227,7 +239,8 @@ def bad_tokens(rt, clock, make_api) -> dict[str, str | None]:
     revoked, admin = make_api("owner"), make_api("owner")
     token_id = next(t["id"] for t in admin.get("/tokens").get_json()["items"] if t["prefix"] == revoked.token[:10])
     assert admin.delete(f"/tokens/{token_id}").status_code == 200
-    expired, _ = tenancy.create_token(rt, "acme", role="owner", expires_at=clock.now() - timedelta(seconds=1))
+    expired, _ = tenancy.create_token(rt, "acme", role="owner", expires_at=clock.now() + timedelta(seconds=1))
+    clock.advance(2)
     return {"missing": None, "unknown": "rbm_not-a-token", "revoked": revoked.token, "expired": expired}
 
 

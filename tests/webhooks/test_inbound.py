@@ -164,6 +164,30 @@ def test_idempotency_key_with_the_same_body_returns_the_same_job(api, client, ke
     assert len(jobs(api)) == 1
 
 
+def test_idempotency_key_as_long_as_a_url_keeps_is_taken_one_longer_is_refused_as_sent(api, client, key):
+    """A URL's keys are kept prefixed with its id (iwh_ and 16 hex digits, then a colon): 179 of the 200 characters are left."""
+    created = create_url(api, key)
+
+    taken = client.post(path_of(created), json={"x": "a"}, headers={"Idempotency-Key": "k" * 179})
+    refused = client.post(path_of(created), json={"x": "a"}, headers={"Idempotency-Key": "k" * 180})
+
+    assert taken.status_code == 202, taken.get_json()
+    assert problem(refused)["status"] == 422
+    assert problem(refused)["errors"] == [{"field": "Idempotency-Key", "message": "too long", "value": "k" * 180}]
+    assert "at most 179" in problem(refused)["detail"]
+    assert len(jobs(api)) == 1
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_idempotency_key_is_refused(api, client, key, blank):
+    created = create_url(api, key)
+
+    response = client.post(path_of(created), json={"x": "a"}, headers={"Idempotency-Key": blank})
+
+    assert problem(response)["errors"] == [{"field": "Idempotency-Key", "message": "blank", "value": blank}]
+    assert jobs(api) == []
+
+
 def test_idempotency_key_reused_with_another_body_is_refused(api, client, key):
     created = create_url(api, key)
     client.post(path_of(created), json={"x": "a"}, headers={"Idempotency-Key": "build-17"})
