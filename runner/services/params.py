@@ -63,7 +63,9 @@ def _guarded(keyword: Callable[..., Iterator[ValidationError]]) -> Callable[...,
     return apply
 
 
-_Validator = validators.extend(Draft202012Validator, {name: _guarded(Draft202012Validator.VALIDATORS[name]) for name in ("$ref", "$dynamicRef")})
+# Draft 2020-12 with both kinds of reference guarded: every schema here is checked with it.
+_Validator = validators.extend(Draft202012Validator,
+                               {name: _guarded(Draft202012Validator.VALIDATORS[name]) for name in ("$ref", "$dynamicRef")})
 
 
 # The one format of the meta-schema checked: a `pattern` that does not compile would fail every later validation. Python's

@@ -31,10 +31,9 @@ Revises: 0003
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import sqlalchemy as sa
-from alembic import op
+
+from runner.migrate import apply_indexes
 
 revision = "0004"
 down_revision = "0003"
@@ -63,30 +62,9 @@ _REPLACED = (
 )
 
 
-def _create(table: str, name: str, columns: list[str], where: sa.TextClause | None, concurrently: bool) -> None:
-    options = {"postgresql_where": where, "sqlite_where": where} if where is not None else {}
-    if concurrently:
-        # A concurrent build that was interrupted leaves an invalid index behind: drop it, so that the upgrade can simply be run again.
-        invalid = op.get_bind().execute(sa.text("SELECT 1 FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
-                                                "WHERE c.relname = :name AND NOT i.indisvalid"), {"name": name}).first()
-        if invalid is not None:
-            op.drop_index(name, table_name=table, postgresql_concurrently=True)
-    op.create_index(name, table, columns, unique=False, postgresql_concurrently=concurrently, if_not_exists=True, **options)
-
-
-def _apply(create: list[tuple[str, str, list[str], sa.TextClause | None]], drop: list[tuple[str, str]]) -> None:
-    """Create, then drop, indexes (those already there, or already gone, are left): on PostgreSQL concurrently, outside a transaction."""
-    postgres = op.get_bind().dialect.name == "postgresql"
-    with op.get_context().autocommit_block() if postgres else nullcontext():
-        for table, name, columns, where in create:
-            _create(table, name, columns, where, postgres)
-        for table, name in drop:
-            op.drop_index(name, table_name=table, postgresql_concurrently=postgres, if_exists=True)
-
-
 def upgrade() -> None:
-    _apply(list(_ADDED), [(table, name) for table, name, _ in _REPLACED])
+    apply_indexes(list(_ADDED), [(table, name) for table, name, _ in _REPLACED])
 
 
 def downgrade() -> None:
-    _apply([(table, name, columns, None) for table, name, columns in _REPLACED], [(table, name) for table, name, _, _ in _ADDED])
+    apply_indexes([(table, name, columns, None) for table, name, columns in _REPLACED], [(table, name) for table, name, _, _ in _ADDED])
