@@ -5,7 +5,8 @@ later, as a server error, or is stored and breaks every page that shows it:
 ``NaN`` and ``Infinity`` (not JSON; answers would carry them back),
 numbers out of a double's range (``1e400`` decodes to infinity, an integer
 of thousands of digits cannot even be converted), strings with a lone
-UTF-16 surrogate (``"\\ud800"``: decodes, but no database can encode it), and
+UTF-16 surrogate (``"\\ud800"``: decodes, but no database can encode it) or a NUL
+character (``"\\u0000"``: PostgreSQL keeps none in text or JSON), and
 nesting deeper than anything a runbook or its parameters need.
 """
 from __future__ import annotations
@@ -15,15 +16,18 @@ import math
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_INTEGER_DIGITS", "MalformedJson", "loads"]
+__all__ = ["MAX_DEPTH", "MAX_INTEGER_DIGITS", "NUMBER", "MalformedJson", "loads"]
 
 # Arrays and objects nested deeper than this are refused: a runbook, a parameters schema and its values need a few levels.
 MAX_DEPTH = 64
 # Integers of more digits than this are refused: past a double's range (about 1.8e308), no number check can compare them.
 MAX_INTEGER_DIGITS = 308
 
-# A \u escape of a UTF-16 surrogate; the decoder pairs a high one with the low one after it, and leaves any other alone.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# A number as JSON writes one, in ASCII digits (Python's int() and float() also take "1_000", "nan" and other scripts' digits).
+NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# A \u escape of a UTF-16 surrogate (the decoder pairs a high one with the low one after it, and leaves any other alone),
+# or of NUL (which PostgreSQL keeps in no text or JSON value).
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
 
 
 class MalformedJson(ValueError):
@@ -69,7 +73,7 @@ def loads(document: str | bytes) -> Any:
     # Both checks walk the document only when its text could hold what they look for: nearly every body is spared.
     if document.count("[") + document.count("{") > MAX_DEPTH:
         _check_depth(decoded)
-    if _SURROGATE_ESCAPE.search(document):
+    if _SUSPECT_ESCAPE.search(document):
         _check_strings(decoded, [])
     return decoded
 
@@ -97,6 +101,9 @@ def _check_strings(node: Any, path: list[str]) -> None:
 
 
 def _encodable(text: str, path: list[str]) -> None:
+    if "\x00" in text:
+        raise MalformedJson("a string holds a NUL character (\\u0000), which is not text", field=".".join(path) or "body",
+                            value="\\u0000")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

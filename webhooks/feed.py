@@ -11,7 +11,7 @@ from runner.engine.report import event_to_dict
 from runner.errors import InvalidInput
 from runner.models import Event
 from runner.runtime import Runtime
-from runner.services.pagination import decode_cursor, encode_cursor
+from runner.services.pagination import MAX_BIGINT, decode_cursor, encode_cursor
 
 from .subscriptions import resolve_runbook_keys
 
@@ -30,7 +30,7 @@ def poll(rt: Runtime, actor: Actor, query: dict[str, Any]) -> dict[str, Any]:
     require(actor, Action.VIEW_PUBLISHED)
     postgres = rt.db.is_postgres
     fields = ("tx", "after") if postgres else ("after",)
-    position = decode_cursor(query.get("after"), keys=fields, name="after") or dict.fromkeys(fields, 0)
+    position = decode_cursor(query.get("after"), keys=fields, name="after", largest={"tx": MAX_BIGINT}) or dict.fromkeys(fields, 0)
     types = _split(query.get("type"))
     unknown = [t for t in types if t not in EVENT_TYPES]
     if unknown:

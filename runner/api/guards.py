@@ -1,9 +1,9 @@
-"""Checks every API request passes before its view runs: environment, body, identity."""
+"""Checks requests pass before their view runs: no NUL character anywhere (every request); environment, body, identity (the API)."""
 from __future__ import annotations
 
 from flask import Flask, g, request
 
-from ..errors import PayloadTooLarge, UnsupportedMediaType, WrongEnvironment
+from ..errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType, WrongEnvironment
 from ..services import tenancy
 from .context import runtime
 
@@ -14,6 +14,7 @@ API_PREFIX = "/api/v1"
 # Inbound webhook callers (CI systems, alerting tools) need not name the environment.
 INBOUND_PREFIX = "/api/v1/hooks/in/"
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+_FORMS = {"application/x-www-form-urlencoded", "multipart/form-data"}
 
 
 def check_environment() -> None:
@@ -80,7 +81,25 @@ def authenticate() -> None:
     )
 
 
+def refuse_nul() -> None:
+    """Refuse a NUL character (U+0000) in the path, the query, a header or a form field: no store keeps one in text.
+
+    (PostgreSQL refuses it in every text and JSON value; a JSON body's are refused by ``runner.jsonbody``.)
+    """
+    parts = [("path", "", request.path), *(("header", name, value) for name, value in request.headers.items())]
+    if b"%00" in request.query_string or b"\x00" in request.query_string:
+        parts += [("query", name, value) for name, value in request.args.items(multi=True)]
+    if request.method in _BODY_METHODS and request.mimetype in _FORMS:
+        parts += [("form", name, value) for name, value in request.form.items(multi=True)]
+    for part, name, value in parts:
+        if "\x00" in name or "\x00" in value:
+            field = f"{part}.{name}".rstrip(".").replace("\x00", "\\u0000")
+            raise MalformedRequest(f"the request's {field} holds a NUL character (U+0000), which is not text",
+                                   errors=[{"field": field, "message": "holds a NUL character", "value": value.replace("\x00", "\\u0000")}])
+
+
 def _guard() -> None:
+    refuse_nul()
     if not request.path.startswith(API_PREFIX):
         return
     check_environment()
@@ -89,5 +108,5 @@ def _guard() -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Run the guards before every request."""
+    """Run the guards before every request (the API's before its routes, the console's too)."""
     app.before_request(_guard)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import FieldError
-from ..jsonbody import loads
+from ..jsonbody import NUMBER, loads
 
 __all__ = ["from_body", "from_form", "to_raw", "apply_op", "blank_step", "field_names", "FieldErrors", "STEP_FLAGS", "NUMBER_FIELDS"]
 
@@ -153,6 +153,14 @@ def _optional(text: str) -> str | None:
     return text.strip() or None
 
 
+def _number_text(text: str, field: str, errors: list[FieldError]) -> str | None:
+    """A number field's text, or None when blank; one that is not a number as JSON writes it ("1_000", "١", "nan") is an error."""
+    value = _optional(text)
+    if value is not None and not NUMBER.fullmatch(value):
+        errors.append({"field": field, "message": f"not a number: {value!r}", "value": value})
+    return value
+
+
 def _headers(text: str, field: str, errors: list[FieldError]) -> dict[str, str]:
     headers = {}
     for line in filter(None, (raw.strip() for raw in text.splitlines())):
@@ -172,12 +180,13 @@ def _raw_action(values: Mapping[str, Any], field: str, errors: list[FieldError])
             action[name] = values[name].strip()
     for name in NUMBER_FIELDS.get(kind, ()):
         if values.get(name, "").strip():
-            action[name] = values[name].strip()
+            action[name] = _number_text(values[name], f"{field}.{name}", errors)
     if kind == "http":
         action["headers"] = _headers(values.get("headers", ""), f"{field}.headers", errors)
         if values.get("body", "").strip():
             action["body"] = _json(values["body"], f"{field}.body", errors)
-        action["expected_status"] = [s for s in re.split(r"[\s,]+", values.get("expected_status", "")) if s]
+        action["expected_status"] = [_number_text(s, f"{field}.expected_status", errors)
+                                     for s in re.split(r"[\s,]+", values.get("expected_status", "")) if s]
     if kind == "runbook":
         action["wait"] = bool(values.get("wait"))
         if values.get("parameters", "").strip():
@@ -192,7 +201,7 @@ def to_raw(state: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
     for position, values in enumerate(state["steps"]):
         step: dict[str, Any] = {f: values[f] for f in ("title", "description", "verification", "rollback_note")}
         step["owner_role"] = _optional(values["owner_role"])
-        step.update({f: _optional(values[f]) for f in STEP_NUMBERS})
+        step.update({f: _number_text(values[f], f"steps.{position}.{f}", errors) for f in STEP_NUMBERS})
         step.update({f: bool(values[f]) for f in STEP_FLAGS})
         step["action"] = _raw_action(values["action"], f"steps.{position}.action", errors)
         steps.append(step)
@@ -202,7 +211,7 @@ def to_raw(state: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
         "description": state["description"],
         "category": state["category"],
         "callable": bool(state["callable"]),
-        "max_duration_seconds": _optional(state["max_duration_seconds"]),
+        "max_duration_seconds": _number_text(state["max_duration_seconds"], "max_duration_seconds", errors),
         "environments": list(state["environments"]) or None,
         "allowed_callers": callers or None,
         "steps": steps,

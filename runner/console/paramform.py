@@ -6,14 +6,15 @@ Text is only decoded into the types the schema names; whether the values are acc
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..jsonbody import loads
+from ..jsonbody import NUMBER, loads
 
 __all__ = ["ParamField", "fields_of", "values_from_form", "example_values"]
+# A float past this may not be the integer it looks like (2**53: where doubles stop holding every integer).
+_EXACT_INTEGERS = 2**53
 
 
 @dataclass(frozen=True)
@@ -77,15 +78,19 @@ def fields_of(schema: Mapping[str, Any] | None) -> list[ParamField]:
 
 def _decode(field: ParamField, text: str) -> Any:
     if field.kind == "select":
-        return field.choices[int(text)] if text.isdecimal() and int(text) < len(field.choices) else text
+        chosen = text.isascii() and text.isdigit() and len(text) <= len(str(len(field.choices))) and int(text) < len(field.choices)
+        return field.choices[int(text)] if chosen else text
     if field.kind in ("number", "integer"):
+        # JSON's own numbers only: not "nan", "inf", "1_000" or other scripts' digits, which Python would read too. What is
+        # left as text, the schema check names.
+        if not NUMBER.fullmatch(text.strip()):
+            return text
         try:
-            number = float(text)
-        except ValueError:
+            number = loads(text.strip())
+        except ValueError:  # past a double's range (runner.jsonbody)
             return text
-        if not math.isfinite(number):  # "nan", "inf", "1e400": not a number JSON can hold; the schema check says so
-            return text
-        return int(number) if number.is_integer() and (field.kind == "integer" or "." not in text) else number
+        integral = isinstance(number, float) and number.is_integer() and abs(number) <= _EXACT_INTEGERS
+        return int(number) if integral and (field.kind == "integer" or "." not in text) else number
     if field.kind == "json":
         try:
             return loads(text)

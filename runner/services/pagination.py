@@ -9,10 +9,13 @@ from typing import Any, TypeVar
 
 from ..errors import MalformedRequest
 
-__all__ = ["encode_cursor", "decode_cursor", "cut_page", "MAX_ROW_NUMBER"]
+__all__ = ["encode_cursor", "decode_cursor", "cut_page", "MAX_ROW_NUMBER", "MAX_BIGINT"]
 
-# Largest integer the store can compare (SQLite INTEGER, PostgreSQL BIGINT); no id or number is ever larger.
-MAX_ROW_NUMBER = 2**63 - 1
+# Largest id or number a row holds: PostgreSQL's INTEGER, the type of every id, version and sequence number column (SQLite's
+# go further). A larger one asked for matches no row, and is not sent to PostgreSQL, which refuses to compare it with one.
+MAX_ROW_NUMBER = 2**31 - 1
+# Largest number a BIGINT column holds: PostgreSQL's transaction ids (the event feed's ``tx``), which pass 2**31 on a busy server.
+MAX_BIGINT = 2**63 - 1
 
 Row = TypeVar("Row")
 
@@ -23,8 +26,13 @@ def encode_cursor(position: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, *, keys: tuple[str, ...] = ("after",), name: str = "cursor") -> dict[str, Any] | None:
-    """Unwrap a cursor made by ``encode_cursor``; refuse anything else."""
+def decode_cursor(cursor: str | None, *, keys: tuple[str, ...] = ("after",), name: str = "cursor",
+                  largest: dict[str, int] | None = None) -> dict[str, Any] | None:
+    """Unwrap a cursor made by ``encode_cursor``; refuse anything else.
+
+    Each key holds a row number, at most ``MAX_ROW_NUMBER`` unless ``largest`` says otherwise for it.
+    """
+    largest = largest or {}
     if cursor is None or cursor == "":
         return None
     try:
@@ -33,7 +41,7 @@ def decode_cursor(cursor: str | None, *, keys: tuple[str, ...] = ("after",), nam
     except (binascii.Error, ValueError, UnicodeDecodeError):
         position = None
     if not isinstance(position, dict) or set(position) != set(keys) or not all(
-        type(position[k]) is int and 0 <= position[k] <= MAX_ROW_NUMBER for k in keys
+        type(position[k]) is int and 0 <= position[k] <= largest.get(k, MAX_ROW_NUMBER) for k in keys
     ):
         raise MalformedRequest(
             f"{name} {cursor!r} is not a cursor this runner issued; pass back next_cursor from a previous page",

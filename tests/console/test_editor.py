@@ -5,6 +5,8 @@ import html as htmllib
 import json
 import re
 
+import pytest
+
 from tests.console.conftest import form_fields, page
 from tests.runner.helpers import create_runbook
 
@@ -156,6 +158,27 @@ def test_a_step_field_error_is_shown_in_its_step(console, api):
     html = answer.get_data(as_text=True)
     assert re.search(r'id="f-steps-1-title-error"><li>must not be blank', html)
     assert "must not be blank" not in _step_section(html, 0)
+    assert _version(api, created) == 1
+
+
+@pytest.mark.parametrize(("field", "text"), [
+    ("steps-1-est_minutes", "1_000"), ("steps-1-est_minutes", "\u0661"), ("steps-0-timeout_seconds", "\uff11\uff12"),
+    ("max_duration_seconds", "nan"),
+])
+def test_a_number_field_holding_no_number_as_json_writes_one_is_shown_next_to_it(console, api, field, text):
+    """Python's int() and float() would read "1_000", other scripts' digits and "nan"; the editor does not."""
+    answer, created = _save_edited(console, api, {field: text})
+
+    assert answer.status_code == 422
+    assert f'id="f-{field}-error"><li>not a number: {text!r}' in htmllib.unescape(answer.get_data(as_text=True))
+    assert _version(api, created) == 1
+
+
+def test_a_nul_character_in_a_field_is_refused_and_saves_nothing(console, api):
+    answer, created = _save_edited(console, api, {"steps-0-title": "Drain\x00 the pool"})
+
+    assert answer.status_code == 400
+    assert "the request's form.steps-0-title holds a NUL character" in htmllib.unescape(answer.get_data(as_text=True))
     assert _version(api, created) == 1
 
 

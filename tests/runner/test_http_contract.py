@@ -75,6 +75,7 @@ REFUSED_BODIES = {
                        "\\ud800"),
     "lone surrogate in a key": ('{"title": "Restart", "steps": [{"title": "a", "\\udfff": 1}]}', "steps.0",
                                 "a string holds a lone UTF-16 surrogate (\\udfff), which is not text", "\\udfff"),
+    "NUL": ('{"title": "Re\\u0000start"}', "title", "a string holds a NUL character (\\u0000), which is not text", "\\u0000"),
     "65 levels": ('{"title": "Restart", "x": ' + "[" * 64 + "]" * 64 + "}", "body", "nested more than 64 levels deep", None),
 }
 
