@@ -174,6 +174,32 @@ def test_a_number_field_holding_no_number_as_json_writes_one_is_shown_next_to_it
     assert _version(api, created) == 1
 
 
+@pytest.mark.parametrize(("field", "text"), [
+    ("steps-0-owner_role", "superuser"), ("steps-0-action-type", "teleport"),
+])
+def test_a_choice_no_option_offers_is_marked_invalid_next_to_its_select(console, api, field, text):
+    answer, created = _save_edited(console, api, {field: text})
+
+    assert answer.status_code == 422
+    html = answer.get_data(as_text=True)
+    assert re.search(rf'<select id="f-{field}" name="{field}"[^>]* aria-invalid="true" aria-describedby="f-{field}-error"', html)
+    assert f'id="f-{field}-error"><li>' in html
+    assert _version(api, created) == 1
+
+
+def test_an_http_method_no_option_offers_is_shown_next_to_its_select(console, api):
+    created = create_runbook(api, steps=[{"title": "Call", "action": {"type": "http", "url": "https://api.example/health"}}])
+    fields = form_fields(console.get(f"/runbooks/{created['key']}"), "editor")
+
+    answer = console.post(f"/runbooks/{created['key']}", {**fields, "steps-0-action-method": "BREW", "op": "save"})
+
+    assert answer.status_code == 422
+    html = answer.get_data(as_text=True)
+    assert re.search(r'<select id="f-steps-0-action-method" name="steps-0-action-method" aria-invalid="true"', html)
+    assert 'id="f-steps-0-action-method-error"><li>' in html
+    assert _version(api, created) == 1
+
+
 def test_a_nul_character_in_a_field_is_refused_and_saves_nothing(console, api):
     answer, created = _save_edited(console, api, {"steps-0-title": "Drain\x00 the pool"})
 
