@@ -16,15 +16,13 @@ import math
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_INTEGER_DIGITS", "NUMBER", "MalformedJson", "loads"]
+__all__ = ["MAX_DEPTH", "MAX_INTEGER_DIGITS", "MalformedJson", "loads"]
 
 # Arrays and objects nested deeper than this are refused: a runbook, a parameters schema and its values need a few levels.
 MAX_DEPTH = 64
 # Integers of more digits than this are refused: past a double's range (about 1.8e308), no number check can compare them.
 MAX_INTEGER_DIGITS = 308
 
-# A number as JSON writes one, in ASCII digits (Python's int() and float() also take "1_000", "nan" and other scripts' digits).
-NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 # A \u escape of a UTF-16 surrogate (the decoder pairs a high one with the low one after it, and leaves any other alone),
 # or of NUL (which PostgreSQL keeps in no text or JSON value).
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
@@ -57,15 +55,17 @@ def _int(text: str) -> int:
 
 
 def loads(document: str | bytes) -> Any:
-    """Decode ``document`` (bytes as UTF-8) like ``json.loads``, refusing what the runner cannot keep (``MalformedJson``).
+    """Decode ``document`` like ``json.loads``, refusing what the runner cannot keep (``MalformedJson``).
 
-    Text that is not JSON at all raises ``json.JSONDecodeError``, as ``json.loads`` does.
+    Bytes are read as ``json.loads`` reads them: UTF-8 (with or without a byte order mark), UTF-16 or UTF-32. Text that
+    is not JSON at all raises ``json.JSONDecodeError``, as ``json.loads`` does.
     """
     if isinstance(document, bytes):
+        encoding = json.detect_encoding(document)
         try:
-            document = document.decode("utf-8")
+            document = document.decode(encoding)
         except UnicodeDecodeError as exc:
-            raise json.JSONDecodeError(f"not UTF-8: {exc.reason}", doc=repr(exc.object[:40]), pos=exc.start) from exc
+            raise json.JSONDecodeError(f"not {encoding}: {exc.reason}", doc=repr(exc.object[:40]), pos=exc.start) from exc
     try:
         decoded = json.loads(document, parse_constant=_constant, parse_float=_float, parse_int=_int)
     except RecursionError as exc:

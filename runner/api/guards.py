@@ -15,6 +15,8 @@ API_PREFIX = "/api/v1"
 INBOUND_PREFIX = "/api/v1/hooks/in/"
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _FORMS = {"application/x-www-form-urlencoded", "multipart/form-data"}
+# Parts of a request whose value a refusal does not show (problem documents end up in clients' logs).
+_SECRETS = {"header.authorization", "header.cookie", "form.token", "form.csrf_token"}
 
 
 def check_environment() -> None:
@@ -60,13 +62,15 @@ def check_body() -> None:
             f"send the body as application/json, got {request.mimetype or 'no content type'!r}",
             errors=[{"field": "Content-Type", "message": "not JSON", "value": request.content_type}],
         )
-    # A chunked body announces no length. Reading it stops at the limit without saying whether more was sent, which would
-    # leave the rest cut off (and answered as malformed JSON): one that reaches the limit is refused as too large.
-    if chunked and len(request.get_data(cache=True)) >= limit:
-        raise PayloadTooLarge(
-            f"the request body (chunked) is at least {limit} bytes; this runner accepts fewer (RUNBOOK_MANAGER_MAX_BODY_BYTES)",
-            errors=[{"field": "body", "message": "too large", "value": None}],
-        )
+    # A chunked body announces no length, and reading one stops at the limit without saying whether more was sent (the
+    # rest would be cut off, and answered as malformed JSON): read one byte past the limit to tell.
+    if chunked:
+        request.max_content_length = limit + 1
+        if len(request.get_data(cache=True)) > limit:
+            raise PayloadTooLarge(
+                f"the request body (chunked) is over {limit} bytes; this runner accepts at most {limit} (RUNBOOK_MANAGER_MAX_BODY_BYTES)",
+                errors=[{"field": "body", "message": "too large", "value": None}],
+            )
 
 
 def authenticate() -> None:
@@ -94,8 +98,9 @@ def refuse_nul() -> None:
     for part, name, value in parts:
         if "\x00" in name or "\x00" in value:
             field = f"{part}.{name}".rstrip(".").replace("\x00", "\\u0000")
+            shown = None if field.lower() in _SECRETS else value.replace("\x00", "\\u0000")[:80]
             raise MalformedRequest(f"the request's {field} holds a NUL character (U+0000), which is not text",
-                                   errors=[{"field": field, "message": "holds a NUL character", "value": value.replace("\x00", "\\u0000")}])
+                                   errors=[{"field": field, "message": "holds a NUL character", "value": shown}])
 
 
 def _guard() -> None:

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import FieldError
-from ..jsonbody import NUMBER, loads
+from ..jsonbody import loads
+from .paramform import DECIMAL
 
 __all__ = ["from_body", "from_form", "to_raw", "apply_op", "blank_step", "field_names", "FieldErrors", "STEP_FLAGS", "NUMBER_FIELDS"]
 
@@ -154,9 +155,9 @@ def _optional(text: str) -> str | None:
 
 
 def _number_text(text: str, field: str, errors: list[FieldError]) -> str | None:
-    """A number field's text, or None when blank; one that is not a number as JSON writes it ("1_000", "١", "nan") is an error."""
+    """A number field's text, or None when blank; one that is no decimal number in ASCII digits ("1_000", "١", "nan") is an error."""
     value = _optional(text)
-    if value is not None and not NUMBER.fullmatch(value):
+    if value is not None and not DECIMAL.fullmatch(value):
         errors.append({"field": field, "message": f"not a number: {value!r}", "value": value})
     return value
 

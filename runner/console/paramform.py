@@ -6,13 +6,17 @@ Text is only decoded into the types the schema names; whether the values are acc
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..jsonbody import NUMBER, loads
+from ..jsonbody import MAX_INTEGER_DIGITS, loads
 
-__all__ = ["ParamField", "fields_of", "values_from_form", "example_values"]
+__all__ = ["ParamField", "fields_of", "values_from_form", "example_values", "DECIMAL"]
+# A decimal number as people type it into a number field, in ASCII digits: "5", "-0.5", ".5", "5.", "1e3".
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # A float past this may not be the integer it looks like (2**53: where doubles stop holding every integer).
 _EXACT_INTEGERS = 2**53
 
@@ -81,16 +85,17 @@ def _decode(field: ParamField, text: str) -> Any:
         chosen = text.isascii() and text.isdigit() and len(text) <= len(str(len(field.choices))) and int(text) < len(field.choices)
         return field.choices[int(text)] if chosen else text
     if field.kind in ("number", "integer"):
-        # JSON's own numbers only: not "nan", "inf", "1_000" or other scripts' digits, which Python would read too. What is
-        # left as text, the schema check names.
-        if not NUMBER.fullmatch(text.strip()):
+        # Decimal numbers as people type them, in ASCII digits: not "nan", "inf", "1_000" or other scripts' digits, which
+        # Python would read too. What is left as text, the schema check names.
+        typed = text.strip()
+        if not DECIMAL.fullmatch(typed):
             return text
-        try:
-            number = loads(text.strip())
-        except ValueError:  # past a double's range (runner.jsonbody)
+        if typed.lstrip("+-").isdigit():  # an integer: exactly as typed
+            return int(typed) if len(typed.lstrip("+-")) <= MAX_INTEGER_DIGITS else text
+        number = float(typed)
+        if not math.isfinite(number):  # "1e400"
             return text
-        integral = isinstance(number, float) and number.is_integer() and abs(number) <= _EXACT_INTEGERS
-        return int(number) if integral and (field.kind == "integer" or "." not in text) else number
+        return int(number) if field.kind == "integer" and number.is_integer() and abs(number) <= _EXACT_INTEGERS else number
     if field.kind == "json":
         try:
             return loads(text)

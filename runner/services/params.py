@@ -80,6 +80,11 @@ def _compiles(instance: object) -> bool:
     return True
 
 
+# Every format, for values: a value of format "regex" is checked the same way.
+_VALUE_FORMATS = FormatChecker()
+_VALUE_FORMATS.checks("regex", raises=(re.error, OverflowError, RecursionError))(_compiles)
+
+
 def check_schema(schema: dict[str, Any], *, field: str = "parameters") -> list[FieldError]:
     """List what is wrong with a parameters schema (draft 2020-12, an object schema)."""
     errors: list[FieldError] = []
@@ -95,13 +100,17 @@ def check_schema(schema: dict[str, Any], *, field: str = "parameters") -> list[F
         # Check a value with every parameter given (as null) and see that no reference loops: {"$ref": "#"} beside the
         # properties, or a parameter whose schema is a reference to itself. A loop deeper in would be refused at invocation.
         try:
-            for _ in _Validator(schema).iter_errors({name: None for name in schema.get("properties", {})}):
+            probe = {name: None for name in schema.get("properties", {})}
+            for _ in _Validator(schema, format_checker=_VALUE_FORMATS).iter_errors(probe):
                 pass
         except (SchemaLoop, RecursionError) as exc:
             reason = str(exc) if isinstance(exc, SchemaLoop) else "it leads back to itself"
             errors.append({"field": field, "message": f"the schema refers to itself without end: {reason}", "value": None})
-        except (Unresolvable, re.error, OverflowError):
-            pass  # a reference to nothing, or a pattern, is named by the meta-schema check above or when values are checked
+        except Unresolvable as exc:
+            errors.append({"field": field, "message": f"a reference resolves to nothing: {exc}", "value": None})
+        except (AttributeError, TypeError):
+            # jsonschema applies whatever a reference points at as a schema: "#/properties/a/type" is a string.
+            errors.append({"field": field, "message": "a reference points at something that is not a schema", "value": None})
     if not errors:
         for name in schema.get("properties", {}):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -157,7 +166,7 @@ def check_placeholders(steps: list[dict[str, Any]], schema: dict[str, Any]) -> l
 
 @lru_cache(maxsize=512)
 def _validator(schema_json: str) -> Draft202012Validator:
-    return _Validator(json.loads(schema_json), format_checker=FormatChecker())
+    return _Validator(json.loads(schema_json), format_checker=_VALUE_FORMATS)
 
 
 def _apply_defaults(schema: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -205,10 +214,11 @@ def validate_values(schema: dict[str, Any], values: Any, *, field: str = "parame
     validator = _validator(json.dumps(schema, sort_keys=True))
     try:
         errors = [_describe(e) for e in sorted(validator.iter_errors(completed), key=lambda e: list(map(str, e.absolute_path)))]
-    except (Unresolvable, re.error, SchemaLoop, RecursionError) as exc:
-        # A reference that resolves nowhere, a pattern that does not compile, or one that leads back to itself forever
-        # (``{"$ref": "#"}``, checked against the same value again and again).
-        reason = "it refers to itself without end" if isinstance(exc, RecursionError) else str(exc)
+    except (Unresolvable, re.error, SchemaLoop, RecursionError, AttributeError, TypeError) as exc:
+        # A reference that resolves nowhere or to something that is not a schema (saved before check_schema refused both),
+        # a pattern that does not compile, or a reference that leads back to itself forever (``{"$ref": "#"}``).
+        not_a_schema = "a reference points at something that is not a schema"
+        reason = {RecursionError: "it refers to itself without end", AttributeError: not_a_schema, TypeError: not_a_schema}.get(type(exc), str(exc))
         raise InvalidInput(
             f"the runbook's parameters schema cannot check values ({reason}); fix the runbook's parameters",
             errors=[{"field": field, "message": "the runbook's parameters schema is unusable", "value": None}],

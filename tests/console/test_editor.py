@@ -200,6 +200,14 @@ def test_an_http_method_no_option_offers_is_shown_next_to_its_select(console, ap
     assert _version(api, created) == 1
 
 
+def test_decimal_numbers_as_people_type_them_are_taken(console, api):
+    answer, created = _save_edited(console, api, {"steps-0-est_minutes": ".5", "steps-1-est_minutes": "2.", "steps-0-timeout_seconds": "090"})
+
+    assert answer.status_code == 303, page(answer).text
+    steps = api.get(f"/runbooks/{created['key']}").get_json()["steps"]
+    assert (steps[0]["est_minutes"], steps[1]["est_minutes"], steps[0]["timeout_seconds"]) == (0.5, 2.0, 90)
+
+
 def test_a_nul_character_in_a_field_is_refused_and_saves_nothing(console, api):
     answer, created = _save_edited(console, api, {"steps-0-title": "Drain\x00 the pool"})
 

@@ -148,7 +148,9 @@ def test_a_chunked_body_over_the_size_limit_is_413_not_cut_off(make_app, api, pa
     assert "512" in body["detail"] and "chunked" in body["detail"]
     assert _with_app(small, api).get("/runbooks").get_json()["items"] == []
     if "runbooks" in path:
-        assert send(json.dumps(runbook_body()).encode()).status_code == 201
+        fits = json.dumps(runbook_body(description="")).encode()
+        exactly = json.dumps(runbook_body(description="x" * (512 - len(fits)))).encode()
+        assert (len(exactly), send(exactly).status_code) == (512, 201)
 
 
 @pytest.mark.parametrize(

@@ -36,3 +36,12 @@ def test_a_nul_character_is_400_naming_where_and_changes_nothing(api, key, metho
     assert refused["type"] == "/problems/malformed-request"
     assert [(e["field"], e["value"]) for e in refused["errors"]] == [(field, value)]
     assert (api.get("/runbooks").get_json()["items"], api.get("/jobs").get_json()["items"]) == before
+
+
+def test_a_refusal_does_not_show_a_token_that_holds_a_nul_character(api):
+    response = api.get("/runbooks", headers={"Authorization": f"Bearer {api.token}\0"})
+
+    refused = problem(response)
+    assert response.status_code == 400
+    assert refused["errors"] == [{"field": "header.Authorization", "message": "holds a NUL character", "value": None}]
+    assert api.token not in response.get_data(as_text=True)

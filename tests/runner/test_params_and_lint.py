@@ -41,6 +41,9 @@ def _body(steps: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
         ({"type": "object", "not": {"$ref": "#"}}, "parameters"),
         ({"type": "object", "if": {"$ref": "#"}}, "parameters"),
         ({"type": "object", "properties": {"x": {"$ref": "#/properties/x"}}}, "parameters"),
+        ({"type": "object", "properties": {"x": {"type": "string"}, "y": {"$ref": "#/properties/x/type"}}}, "parameters"),
+        ({"type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}}, "parameters"),
+        ({"type": "object", "properties": {"x": {"$ref": "https://example.com/x"}}}, "parameters"),
         ("not a schema", "parameters"),
     ],
 )
@@ -59,6 +62,14 @@ def test_valid_parameters_schema_is_stored(api):
     created = create_runbook(api, parameters=schema, steps=[{"title": "Restart {{ params.service }}"}])
 
     assert api.get(f"/runbooks/{created['key']}").get_json()["parameters"] == schema
+
+
+@pytest.mark.parametrize("pattern", ["a{99999999999}", "(unclosed"])
+def test_a_value_of_format_regex_that_does_not_compile_is_refused_naming_it(pattern):
+    with pytest.raises(InvalidInput) as refused:
+        validate_values({"type": "object", "properties": {"p": {"type": "string", "format": "regex"}}}, {"p": pattern})
+
+    assert refused.value.errors == [{"field": "parameters.p", "message": f"{pattern!r} is not a 'regex'", "value": pattern}]
 
 
 def test_a_schema_for_a_tree_of_values_is_stored_and_checks_every_level():
@@ -143,8 +154,10 @@ def test_validate_values_applies_defaults_without_touching_the_input():
 
 @pytest.mark.parametrize("schema", [{"$ref": "#/nowhere"}, {"type": "object", "properties": {"x": {"$ref": "https://example.com/x"}}},
                                     {"type": "object", "$ref": "#"},
-                                    {"type": "object", "properties": {"x": {"type": "object", "properties": {"y": {"$ref": "#/properties/x/properties/y"}}}}}],
-                         ids=["pointer-to-nowhere", "remote-reference", "reference-to-itself", "reference-to-itself-deeper-in"])
+                                    {"type": "object", "properties": {"x": {"type": "object", "properties": {"y": {"$ref": "#/properties/x/properties/y"}}}}},
+                                    {"type": "object", "properties": {"x": {"type": "object", "properties": {"y": {"$ref": "#/properties/x/type"}}}}}],
+                         ids=["pointer-to-nowhere", "remote-reference", "reference-to-itself", "reference-to-itself-deeper-in",
+                              "reference-to-a-string"])
 def test_validate_values_refuses_when_the_schema_cannot_be_applied(schema):
     with pytest.raises(InvalidInput) as refused:
         validate_values(schema, {"x": {"y": "orders-db"}})

@@ -17,14 +17,15 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from runner.migrate import apply_indexes
-from runner.models.tenancy import NOT_ABOUT_A_JOB
 
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-_ADDED = [("audit_entries", "ix_audit_entries_not_about_a_job", ["workspace_id", "target", "id"], sa.text(NOT_ABOUT_A_JOB))]
+# The condition as this revision writes it (the model's NOT_ABOUT_A_JOB, which the audit page repeats, must stay equal to it).
+_NOT_ABOUT_A_JOB = sa.text("target NOT LIKE '________-____-____-____-____________'")
+_ADDED = [("audit_entries", "ix_audit_entries_not_about_a_job", ["workspace_id", "target", "id"], _NOT_ABOUT_A_JOB)]
 
 
 def upgrade() -> None:
