@@ -18,5 +18,12 @@ def run(operation: str, connection: Mapping[str, Any], data: Mapping[str, Any] |
     """Run one manifest operation (by handler name) for a connection's fields and the operation's input."""
     if operation not in HANDLERS:
         raise ConfigurationError(f"unknown operation {operation!r}; known: {', '.join(sorted(HANDLERS))}")
+    if not isinstance(connection, Mapping) or not isinstance(data or {}, Mapping):
+        raise ConfigurationError(f"{operation}: the connection and the input must each be an object of fields")
     client = client or RunnerClient(Connection.from_fields(connection))
-    return HANDLERS[operation](client, data or {})
+    try:
+        return HANDLERS[operation](client, data or {})
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        # An input of a type the operation cannot use, or an answer of a shape it does not know (a runner of another
+        # version, a proxy's page): the same call would fail again, so it is not retried.
+        raise FatalError(f"{operation} could not use an input or the runner's answer: {exc.__class__.__name__}: {exc}") from exc

@@ -5,6 +5,7 @@ import logging
 import time
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -14,7 +15,7 @@ from webhooks.classify import Verdict, classify_response
 from .connection import Connection
 from .errors import FatalError, RetriableError
 
-__all__ = ["RunnerClient", "ENVIRONMENT_HEADER"]
+__all__ = ["RunnerClient", "ENVIRONMENT_HEADER", "segment"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class RunnerClient:
 
     def ws(self, path: str) -> str:
         """The URL of a workspace route."""
-        return f"{self.connection.base_url}/api/v1/ws/{self.connection.workspace}{path}"
+        return f"{self.connection.base_url}/api/v1/ws/{segment(self.connection.workspace)}{path}"
 
     def url(self, path: str) -> str:
         """The URL of a route outside any workspace."""
@@ -63,16 +64,31 @@ class RunnerClient:
         last: RetriableError | None = None
         for attempt in range(1, self.attempts + 1):
             try:
-                response = self.session.request(method, url, json=json, params=params, headers=headers, timeout=timeout)
+                # Never follow a redirect: a POST followed to another URL would arrive as a GET, and nothing would be invoked.
+                response = self.session.request(method, url, json=json, params=params, headers=headers, timeout=timeout,
+                                                allow_redirects=False)
+            except _UNSENDABLE as exc:
+                # The request itself is wrong (a NaN in the body, a line break in a header, a URL that is no URL): sending it
+                # again cannot help. A header's value is not repeated, as it may be the token.
+                reason = "a header value is not valid" if isinstance(exc, requests.exceptions.InvalidHeader) else str(exc)
+                raise FatalError(f"the request to the runner could not be sent ({exc.__class__.__name__}): {reason}") from None
             except requests.RequestException as exc:
                 verdict = classify_response(None, error=f"{exc.__class__.__name__}: {exc}")
                 last = RetriableError(f"could not reach the runner at {self.connection.base_url}: {verdict.reason}")
             else:
+                if 300 <= response.status_code < 400:
+                    raise FatalError(f"the runner at {self.connection.base_url} answered HTTP {response.status_code}, a redirect to "
+                                     f"{response.headers.get('Location')!r}; set the connection's runner URL to where the runner "
+                                     "answers itself", status=response.status_code)
                 verdict = classify_response(response.status_code, response.headers)
                 body = _json(response)
                 if verdict.verdict is Verdict.SUCCESS:
+                    if response.content and not body:
+                        raise FatalError(f"the runner at {self.connection.base_url} answered HTTP {response.status_code} with a body "
+                                         "that is not a JSON object; is the connection's runner URL a Runbook Manager runner?",
+                                         status=response.status_code)
                     return response.status_code, body
-                detail = body.get("detail") or response.reason or f"HTTP {response.status_code}"
+                detail = str(body.get("detail") or response.reason or f"HTTP {response.status_code}")
                 if verdict.verdict is not Verdict.RETRY:
                     raise FatalError(detail, status=response.status_code, problem=body)
                 last = RetriableError(detail, status=response.status_code, problem=body)
@@ -88,6 +104,16 @@ class RunnerClient:
     def new_idempotency_key(self) -> str:
         """A key for one logical invocation, reused by every retry of it."""
         return str(uuid.uuid4())
+
+
+# Requests that fail before anything is sent, because of what they carry: never retried.
+_UNSENDABLE = (requests.exceptions.InvalidJSONError, requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL,
+               requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)
+
+
+def segment(value: Any) -> str:
+    """``value`` as one segment of a URL's path: a "/", "?" or "#" in it cannot reach another route."""
+    return quote(str(value), safe="")
 
 
 def _json(response: requests.Response) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from webhooks.signing import VerificationError, verify
 
-from .client import ENVIRONMENT_HEADER, RunnerClient
+from .client import ENVIRONMENT_HEADER, RunnerClient, segment
 from .errors import ConfigurationError, FatalError, VerificationFailed
 from .outputs import invocation_output, invoked_output, job_output, stopped_output
 
@@ -61,7 +61,7 @@ def unsubscribe(client: RunnerClient, data: Mapping[str, Any]) -> dict[str, Any]
     """Remove a trigger's subscription (an already removed one counts as removed)."""
     _require(data, "id")
     try:
-        client.request("DELETE", client.ws(f"/hooks/{data['id']}"))
+        client.request("DELETE", client.ws(f"/hooks/{segment(data['id'])}"))
     except FatalError as exc:
         if exc.status != 404:
             raise
@@ -72,7 +72,7 @@ def unsubscribe(client: RunnerClient, data: Mapping[str, Any]) -> dict[str, Any]
 def renew(client: RunnerClient, data: Mapping[str, Any]) -> dict[str, Any]:
     """Move a subscription's expiry forward."""
     _require(data, "id", "expires_at")
-    _, sub = client.request("PATCH", client.ws(f"/hooks/{data['id']}"), json={"expires_at": data["expires_at"]})
+    _, sub = client.request("PATCH", client.ws(f"/hooks/{segment(data['id'])}"), json={"expires_at": data["expires_at"]})
     return {"id": sub["id"], "expires_at": sub["expires_at"], "status": sub["status"]}
 
 
@@ -121,7 +121,7 @@ def runbook_action_subscribe(client: RunnerClient, data: Mapping[str, Any]) -> d
         raise ConfigurationError("parameters must be a JSON Schema object")
     ref = data["runbook"]
     try:
-        _, runbook = client.request("GET", client.ws(f"/runbooks/{ref}"))
+        _, runbook = client.request("GET", client.ws(f"/runbooks/{segment(ref)}"))
     except FatalError as exc:
         if exc.status != 404:
             raise
@@ -131,10 +131,10 @@ def runbook_action_subscribe(client: RunnerClient, data: Mapping[str, Any]) -> d
         })
     else:
         if runbook["parameters"] != data["parameters"] or not runbook["callable"]:
-            _, runbook = client.request("PATCH", client.ws(f"/runbooks/{runbook['key']}"),
+            _, runbook = client.request("PATCH", client.ws(f"/runbooks/{segment(runbook['key'])}"),
                                         json={"parameters": data["parameters"], "callable": True})
     if runbook["status"] == "draft":
-        _, runbook = client.request("POST", client.ws(f"/runbooks/{runbook['key']}/publish"))
+        _, runbook = client.request("POST", client.ws(f"/runbooks/{segment(runbook['key'])}/publish"))
     return {**_subscribe(client, [INVOKED], [runbook["key"]], data), "runbook": runbook["key"]}
 
 
@@ -198,7 +198,7 @@ def callable_runbooks(client: RunnerClient, data: Mapping[str, Any]) -> list[dic
 def parameters_schema(client: RunnerClient, data: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON Schema of the chosen runbook's parameters (the action's dynamic input)."""
     _require(data, "runbook_action")
-    _, runbook = client.request("GET", client.ws(f"/runbooks/{data['runbook_action']}"))
+    _, runbook = client.request("GET", client.ws(f"/runbooks/{segment(data['runbook_action'])}"))
     return runbook["parameters"] or {"type": "object", "properties": {}}
 
 
@@ -211,7 +211,7 @@ def invoke(client: RunnerClient, data: Mapping[str, Any]) -> dict[str, Any]:
     if wait:
         body["wait"] = min(wait, MAX_WAIT_SECONDS)
     key = data.get("idempotency_key") or client.new_idempotency_key()
-    status, answer = client.request("POST", client.ws(f"/runbooks/{data['runbook_action']}/jobs"), json=body,
+    status, answer = client.request("POST", client.ws(f"/runbooks/{segment(data['runbook_action'])}/jobs"), json=body,
                                     idempotency_key=key, timeout=30 + body.get("wait", 0))
     return invocation_output(answer["job"], finished=status == 200)
 
@@ -222,5 +222,5 @@ def invoke(client: RunnerClient, data: Mapping[str, Any]) -> dict[str, Any]:
 def get_job(client: RunnerClient, data: Mapping[str, Any]) -> dict[str, Any]:
     """A job's status, step timeline and stop message."""
     _require(data, "job_uuid")
-    _, job = client.request("GET", client.ws(f"/jobs/{data['job_uuid']}"))
+    _, job = client.request("GET", client.ws(f"/jobs/{segment(data['job_uuid'])}"))
     return job_output(job)
