@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ INVOKED = "runbook.invoked"
 STOPPED = "job.stopped_by_system"
 # Longest a waiting invocation may wait (the runner's own limit).
 MAX_WAIT_SECONDS = 300
+# Seconds an invocation with wait waits when timeout_seconds is not given.
+DEFAULT_WAIT_SECONDS = 60.0
 # Tolerance for the timestamp of an incoming delivery.
 DELIVERY_TOLERANCE_SECONDS = 300
 
@@ -202,14 +205,27 @@ def parameters_schema(client: RunnerClient, data: Mapping[str, Any]) -> dict[str
     return runbook["parameters"] or {"type": "object", "properties": {}}
 
 
+def _wait_seconds(given: Any) -> float:
+    """The seconds an invocation waits for its job: the timeout_seconds input (past the runner's longest wait, that), else 60."""
+    if given is None or given == "":
+        return DEFAULT_WAIT_SECONDS
+    try:
+        seconds = math.nan if isinstance(given, bool) else float(given)
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ConfigurationError(f"timeout_seconds must be a positive number of seconds (at most {MAX_WAIT_SECONDS} are waited), "
+                                 f"got {given!r}")
+    return seconds
+
+
 @handler("runbook_action.execute")
 def invoke(client: RunnerClient, data: Mapping[str, Any]) -> dict[str, Any]:
     """Invoke a callable runbook; return its job UUID at once, or wait for its end up to the timeout."""
     _require(data, "runbook_action")
     body: dict[str, Any] = {"parameters": data.get("parameters") or {}}
-    wait = float(data.get("timeout_seconds") or 60) if data.get("wait") else 0.0
-    if wait:
-        body["wait"] = min(wait, MAX_WAIT_SECONDS)
+    if data.get("wait"):
+        body["wait"] = min(_wait_seconds(data.get("timeout_seconds")), MAX_WAIT_SECONDS)
     key = data.get("idempotency_key") or client.new_idempotency_key()
     status, answer = client.request("POST", client.ws(f"/runbooks/{segment(data['runbook_action'])}/jobs"), json=body,
                                     idempotency_key=key, timeout=30 + body.get("wait", 0))

@@ -84,3 +84,13 @@ def test_an_id_is_one_path_segment_and_cannot_reach_another_route(mocked, runner
 
     assert mocked.calls[0].request.url == f"{WS}/runbooks/{connector.client.segment(ref)}"
     assert "/" not in connector.client.segment(ref) and "?" not in connector.client.segment(ref)
+
+
+@pytest.mark.parametrize("timeout", [0, -5, "soon", math.inf, math.nan, True, [30], 10**400])
+def test_a_wait_timeout_that_is_no_positive_number_is_a_configuration_error(mocked, runner_client, timeout: Any) -> None:
+    """It was sent as 60 seconds (0), as a negative wait (-5), as 300 (infinity) or as 1 (true), or raised a bare error."""
+    with pytest.raises(ConfigurationError) as raised:
+        _run(runner_client, "runbook_action.execute", {"runbook_action": "RB-00001", "wait": True, "timeout_seconds": timeout})
+
+    assert "timeout_seconds" in raised.value.message
+    assert len(mocked.calls) == 0
