@@ -27,6 +27,9 @@ class Connection:
         missing = [name for name in ("environment", "api_token", "workspace") if not fields.get(name)]
         if missing:
             raise ConfigurationError(f"the connection needs {', '.join(missing)}")
+        not_text = [name for name in ("environment", "api_token", "workspace", "base_url") if not isinstance(fields.get(name) or "", str)]
+        if not_text:
+            raise ConfigurationError(f"the connection's {', '.join(not_text)} must be text")
         environment = fields["environment"]
         if environment not in environments:
             raise ConfigurationError(f"environment must be one of {', '.join(environments)}, got {environment!r}")

@@ -94,3 +94,11 @@ def test_a_wait_timeout_that_is_no_positive_number_is_a_configuration_error(mock
 
     assert "timeout_seconds" in raised.value.message
     assert len(mocked.calls) == 0
+
+
+@pytest.mark.parametrize(("field", "value"), [("environment", ["eu-qa"]), ("base_url", 5), ("workspace", 7), ("api_token", {"t": 1})])
+def test_a_connection_field_that_is_not_text_is_a_configuration_error(field: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        connector.Connection.from_fields({**SCRIPTED_FIELDS, field: value})
+
+    assert field in raised.value.message
