@@ -35,6 +35,11 @@ class MalformedJson(ValueError):
         super().__init__(message)
         self.message, self.field, self.value = message, field, value
 
+    @property
+    def error(self) -> dict[str, Any]:
+        """The refusal as one entry of a problem document's ``errors``."""
+        return {"field": self.field, "message": self.message, "value": self.value}
+
 
 def _constant(name: str) -> Any:
     raise MalformedJson(f"{name} is not a JSON number", value=name)

@@ -87,7 +87,7 @@ def _validation_problem(error: HTTPException) -> Response | None:
         refused = getattr(error, "exc", None)
         if isinstance(refused, MalformedJson):
             return problem_response(400, "malformed-request", "Malformed request", f"the request body is not valid JSON: {refused.message}",
-                                    errors=[{"field": refused.field, "message": refused.message, "value": refused.value}])
+                                    errors=[refused.error])
         return problem_response(400, "malformed-request", "Malformed request",
                                 "the request body is not valid JSON", errors=[{"field": "body", "message": "invalid JSON", "value": None}])
     errors: list[FieldError] = []

@@ -128,7 +128,7 @@ def receive(rt: Runtime, token: str, headers: dict[str, str], body: bytes, *, id
     try:
         parameters = loads(body) if body.strip() else {}
     except MalformedJson as exc:
-        raise InvalidInput(f"the body is not JSON: {exc}", errors=[{"field": exc.field, "message": exc.message, "value": exc.value}]) from exc
+        raise InvalidInput(f"the body is not JSON: {exc}", errors=[exc.error]) from exc
     except ValueError as exc:
         raise InvalidInput(f"the body is not JSON: {exc}", errors=[{"field": "body", "message": "invalid JSON", "value": None}]) from exc
     if not isinstance(parameters, dict):
